@@ -1,0 +1,253 @@
+//! The metadata image: the state that metadata records build.
+
+use std::collections::BTreeMap;
+
+use protocol::ids::{LeaderEpoch, NodeId, PartitionEpoch};
+
+use crate::record::{ConfigResource, MetadataRecord, TopicId};
+
+/// A registered broker.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRegistration {
+    /// Node id.
+    pub broker_id: NodeId,
+    /// Registration epoch.
+    pub broker_epoch: i64,
+    /// Advertised host.
+    pub host: String,
+    /// Advertised Kafka port.
+    pub port: u16,
+    /// Rack.
+    pub rack: Option<String>,
+}
+
+/// One partition's replication state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    /// Assigned replicas, preferred leader first.
+    pub replicas: Vec<NodeId>,
+    /// In-sync replicas.
+    pub isr: Vec<NodeId>,
+    /// Leader, or -1 if none.
+    pub leader: NodeId,
+    /// Leader epoch.
+    pub leader_epoch: LeaderEpoch,
+    /// Partition epoch.
+    pub partition_epoch: PartitionEpoch,
+}
+
+/// A topic and its partitions.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    /// The name.
+    pub name: String,
+    /// The id.
+    pub topic_id: TopicId,
+    /// Partitions by index; dense from 0.
+    pub partitions: BTreeMap<i32, PartitionState>,
+}
+
+/// Why a record could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ApplyError {
+    /// A topic record for a name or id that exists.
+    #[error("topic {name} already exists")]
+    TopicExists {
+        /// The name.
+        name: String,
+    },
+    /// A record refers to a topic that does not exist.
+    #[error("unknown topic id {topic_id:?}")]
+    UnknownTopic {
+        /// The id.
+        topic_id: TopicId,
+    },
+    /// A config record for a topic name that does not exist.
+    #[error("unknown topic {name}")]
+    UnknownTopicName {
+        /// The name.
+        name: String,
+    },
+    /// A new partition index that would leave a gap.
+    #[error("partition {partition} would leave a gap after {count} partitions")]
+    PartitionGap {
+        /// The index.
+        partition: i32,
+        /// Partitions present.
+        count: usize,
+    },
+}
+
+/// All cluster metadata, as of the last applied record.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MetadataImage {
+    brokers: BTreeMap<NodeId, BrokerRegistration>,
+    topics: BTreeMap<String, TopicImage>,
+    names_by_id: BTreeMap<TopicId, String>,
+    configs: BTreeMap<ConfigResource, BTreeMap<String, String>>,
+    /// Records applied so far: the image's position in the metadata log.
+    records_applied: u64,
+}
+
+impl MetadataImage {
+    /// Applies one record.
+    ///
+    /// # Errors
+    /// An [`ApplyError`] if the record does not fit; the image is then unchanged.
+    pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
+        match record {
+            MetadataRecord::RegisterBroker { broker_id, broker_epoch, host, port, rack } => {
+                let _ = self.brokers.insert(
+                    *broker_id,
+                    BrokerRegistration {
+                        broker_id: *broker_id,
+                        broker_epoch: *broker_epoch,
+                        host: host.clone(),
+                        port: *port,
+                        rack: rack.clone(),
+                    },
+                );
+            }
+            MetadataRecord::Topic { name, topic_id } => {
+                if self.topics.contains_key(name) || self.names_by_id.contains_key(topic_id) {
+                    return Err(ApplyError::TopicExists { name: name.clone() });
+                }
+                let _ = self.names_by_id.insert(*topic_id, name.clone());
+                let _ = self
+                    .topics
+                    .insert(name.clone(), TopicImage { name: name.clone(), topic_id: *topic_id, partitions: BTreeMap::new() });
+            }
+            MetadataRecord::Partition { topic_id, partition, replicas, isr, leader, leader_epoch, partition_epoch } => {
+                let name = self.names_by_id.get(topic_id).ok_or(ApplyError::UnknownTopic { topic_id: *topic_id })?;
+                let topic = self.topics.get_mut(name).expect("names_by_id and topics agree");
+                let count = topic.partitions.len();
+                if *partition < 0 || (*partition as usize > count) {
+                    return Err(ApplyError::PartitionGap { partition: *partition, count });
+                }
+                let _ = topic.partitions.insert(
+                    *partition,
+                    PartitionState {
+                        replicas: replicas.clone(),
+                        isr: isr.clone(),
+                        leader: *leader,
+                        leader_epoch: *leader_epoch,
+                        partition_epoch: *partition_epoch,
+                    },
+                );
+            }
+            MetadataRecord::Config { resource, name, value } => {
+                if let ConfigResource::Topic(topic) = resource {
+                    if !self.topics.contains_key(topic) {
+                        return Err(ApplyError::UnknownTopicName { name: topic.clone() });
+                    }
+                }
+                let configs = self.configs.entry(resource.clone()).or_default();
+                match value {
+                    Some(value) => {
+                        let _ = configs.insert(name.clone(), value.clone());
+                    }
+                    None => {
+                        let _ = configs.remove(name);
+                    }
+                }
+                if configs.is_empty() {
+                    let _ = self.configs.remove(resource);
+                }
+            }
+            MetadataRecord::RemoveTopic { topic_id } => {
+                let name = self.names_by_id.remove(topic_id).ok_or(ApplyError::UnknownTopic { topic_id: *topic_id })?;
+                let _ = self.topics.remove(&name);
+                let _ = self.configs.remove(&ConfigResource::Topic(name));
+            }
+        }
+        self.records_applied += 1;
+        Ok(())
+    }
+
+    /// Records applied so far.
+    pub fn records_applied(&self) -> u64 {
+        self.records_applied
+    }
+
+    /// A topic by name.
+    pub fn topic(&self, name: &str) -> Option<&TopicImage> {
+        self.topics.get(name)
+    }
+
+    /// A topic by id.
+    pub fn topic_by_id(&self, topic_id: TopicId) -> Option<&TopicImage> {
+        self.names_by_id.get(&topic_id).and_then(|name| self.topics.get(name))
+    }
+
+    /// All topics, by name.
+    pub fn topics(&self) -> impl Iterator<Item = &TopicImage> {
+        self.topics.values()
+    }
+
+    /// All registered brokers, by id.
+    pub fn brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values()
+    }
+
+    /// One broker.
+    pub fn broker(&self, broker_id: NodeId) -> Option<&BrokerRegistration> {
+        self.brokers.get(&broker_id)
+    }
+
+    /// The explicitly set configs of a resource (overrides only, no defaults).
+    pub fn configs(&self, resource: &ConfigResource) -> Option<&BTreeMap<String, String>> {
+        self.configs.get(resource)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn topic(name: &str, id: u8) -> MetadataRecord {
+        MetadataRecord::Topic { name: name.into(), topic_id: TopicId([id; 16]) }
+    }
+
+    fn partition(id: u8, index: i32) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id: TopicId([id; 16]),
+            partition: index,
+            replicas: vec![NodeId(1)],
+            isr: vec![NodeId(1)],
+            leader: NodeId(1),
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: PartitionEpoch(0),
+        }
+    }
+
+    #[test]
+    fn topics_partitions_and_configs_build_up_and_tear_down() {
+        let mut image = MetadataImage::default();
+        image.apply(&topic("a", 1)).expect("topic");
+        image.apply(&partition(1, 0)).expect("p0");
+        image.apply(&partition(1, 1)).expect("p1");
+        let set = MetadataRecord::Config {
+            resource: ConfigResource::Topic("a".into()),
+            name: "retention.ms".into(),
+            value: Some("10".into()),
+        };
+        image.apply(&set).expect("config");
+        assert_eq!(image.topic("a").expect("a").partitions.len(), 2);
+        assert_eq!(image.configs(&ConfigResource::Topic("a".into())).expect("set")["retention.ms"], "10");
+        image.apply(&MetadataRecord::RemoveTopic { topic_id: TopicId([1; 16]) }).expect("remove");
+        assert!(image.topic("a").is_none());
+        assert!(image.configs(&ConfigResource::Topic("a".into())).is_none());
+        assert_eq!(image.records_applied(), 5);
+    }
+
+    #[test]
+    fn records_that_do_not_fit_are_refused_and_change_nothing() {
+        let mut image = MetadataImage::default();
+        image.apply(&topic("a", 1)).expect("topic");
+        let before = image.clone();
+        assert!(matches!(image.apply(&topic("a", 2)), Err(ApplyError::TopicExists { .. })));
+        assert!(matches!(image.apply(&partition(9, 0)), Err(ApplyError::UnknownTopic { .. })));
+        assert!(matches!(image.apply(&partition(1, 3)), Err(ApplyError::PartitionGap { .. })));
+        assert_eq!(image, before);
+    }
+}
