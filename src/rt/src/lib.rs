@@ -35,6 +35,33 @@ pub mod time;
 pub use fatal::{fatal, FatalReason};
 
 /// Sockets: TCP listeners and streams of the active runtime.
+/// Process signals for graceful shutdown.
+pub mod signal {
+    /// Completes on Ctrl-C or SIGTERM (in simulation: on madsim's simulated Ctrl-C).
+    pub async fn shutdown() {
+        #[cfg(not(madsim))]
+        {
+            let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+            let terminated = async {
+                match terminate.as_mut() {
+                    Some(signal) => {
+                        let _ = signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                () = terminated => {}
+            }
+        }
+        #[cfg(madsim)]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 pub mod net {
     pub use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 }

@@ -1,1 +1,349 @@
-fn main() {}
+//! `weir`: the server and its command-line tools.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use server::cmd::{self, consume::StartAt};
+use server::config::{describe_all, NodeConfig, Settings};
+
+#[derive(Debug, Parser)]
+#[command(name = "weir", version, about = "weir: a Kafka-compatible streaming platform")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a node. With no options: single node, data in ./weir-data, Kafka on 127.0.0.1:9092.
+    #[command(after_help = server_help())]
+    Server {
+        /// TOML config file (Kafka config names with underscores: num_partitions = 3).
+        #[arg(long, env = "WEIR_CONFIG")]
+        config: Option<PathBuf>,
+        /// Any config as a flag, dots as dashes: --num-partitions 3 --log-dirs /var/lib/weir.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, value_name = "--CONFIG VALUE")]
+        overrides: Vec<String>,
+    },
+    /// Create, list, describe, delete and alter topics.
+    Topic {
+        #[command(subcommand)]
+        command: TopicCommand,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Produce lines of standard input as records.
+    Produce {
+        /// Topic.
+        topic: String,
+        #[command(flatten)]
+        target: Target,
+        /// Send every record to this partition.
+        #[arg(long)]
+        partition: Option<i32>,
+        /// Split each line into key and value at this separator.
+        #[arg(long)]
+        key_separator: Option<String>,
+        /// Acknowledgements: all, 1 or 0.
+        #[arg(long, default_value = "all")]
+        acks: AcksArg,
+        /// Compression codec.
+        #[arg(long, default_value = "none")]
+        compression: CompressionArg,
+    },
+    /// Print records of a topic.
+    Consume {
+        /// Topic.
+        topic: String,
+        #[command(flatten)]
+        target: Target,
+        /// Read only this partition.
+        #[arg(long)]
+        partition: Option<i32>,
+        /// Start at the beginning (default: only new records).
+        #[arg(long, conflicts_with = "offset")]
+        from_beginning: bool,
+        /// Start at this offset.
+        #[arg(long)]
+        offset: Option<i64>,
+        /// Exit after this many records.
+        #[arg(long)]
+        max_messages: Option<u64>,
+        /// Exit after this many milliseconds without a record.
+        #[arg(long)]
+        timeout_ms: Option<u64>,
+        /// Print keys.
+        #[arg(long)]
+        print_key: bool,
+        /// Print partitions.
+        #[arg(long)]
+        print_partition: bool,
+        /// Print offsets.
+        #[arg(long)]
+        print_offset: bool,
+        /// Print timestamps.
+        #[arg(long)]
+        print_timestamp: bool,
+        /// Separator between printed fields.
+        #[arg(long, default_value = "\t")]
+        separator: String,
+    },
+    /// Measure produce or consume throughput and latency.
+    Bench {
+        #[command(subcommand)]
+        command: BenchCommand,
+        #[command(flatten)]
+        target: Target,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct Target {
+    /// Bootstrap servers, host:port[,host:port...].
+    #[arg(long, short = 'b', global = true, env = "WEIR_BOOTSTRAP_SERVER", default_value = "127.0.0.1:9092")]
+    bootstrap_server: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// Name.
+        name: String,
+        /// Partitions (-1: the broker's num.partitions).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        partitions: i32,
+        /// Replication factor (-1: the broker's default).
+        #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
+        replication_factor: i16,
+        /// Topic config, key=value (repeatable).
+        #[arg(long = "config", value_parser = cmd::key_value)]
+        configs: Vec<(String, String)>,
+    },
+    /// List topics.
+    List,
+    /// Describe a topic: partitions, leaders, replicas, ISR and config overrides.
+    Describe {
+        /// Name.
+        name: String,
+    },
+    /// Delete a topic.
+    Delete {
+        /// Name.
+        name: String,
+    },
+    /// Change config overrides or add partitions.
+    Alter {
+        /// Name.
+        name: String,
+        /// Set a config, key=value (repeatable).
+        #[arg(long = "set", value_parser = cmd::key_value)]
+        set: Vec<(String, String)>,
+        /// Remove a config override (repeatable).
+        #[arg(long = "delete")]
+        delete: Vec<String>,
+        /// New total partition count.
+        #[arg(long)]
+        partitions: Option<i32>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// Produce records as fast as acknowledgements allow.
+    Produce {
+        /// Topic (created if missing).
+        #[arg(long, default_value = "weir-bench")]
+        topic: String,
+        /// Partitions if the topic is created.
+        #[arg(long, default_value_t = 1)]
+        partitions: i32,
+        /// Value size in bytes.
+        #[arg(long, default_value_t = 1024)]
+        record_size: usize,
+        /// Records to send.
+        #[arg(long, conflicts_with = "duration_s")]
+        count: Option<u64>,
+        /// Seconds to run.
+        #[arg(long)]
+        duration_s: Option<u64>,
+        /// Acknowledgements: all, 1 or 0.
+        #[arg(long, default_value = "all")]
+        acks: AcksArg,
+        /// Producer linger in milliseconds.
+        #[arg(long, default_value_t = 5)]
+        linger_ms: u64,
+        /// Producer batch size in bytes.
+        #[arg(long, default_value_t = 262_144)]
+        batch_size: usize,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read records from the beginning.
+    Consume {
+        /// Topic.
+        #[arg(long, default_value = "weir-bench")]
+        topic: String,
+        /// Records to read.
+        #[arg(long, default_value_t = 1_000_000)]
+        count: u64,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AcksArg {
+    All,
+    #[value(name = "1")]
+    One,
+    #[value(name = "0")]
+    Zero,
+}
+
+impl From<AcksArg> for client::producer::Acks {
+    fn from(acks: AcksArg) -> Self {
+        match acks {
+            AcksArg::All => client::producer::Acks::All,
+            AcksArg::One => client::producer::Acks::Leader,
+            AcksArg::Zero => client::producer::Acks::None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    None,
+    Gzip,
+    Snappy,
+    Lz4,
+    Zstd,
+}
+
+impl From<CompressionArg> for client::producer::Compression {
+    fn from(codec: CompressionArg) -> Self {
+        match codec {
+            CompressionArg::None => client::producer::Compression::None,
+            CompressionArg::Gzip => client::producer::Compression::Gzip,
+            CompressionArg::Snappy => client::producer::Compression::Snappy,
+            CompressionArg::Lz4 => client::producer::Compression::Lz4,
+            CompressionArg::Zstd => client::producer::Compression::Zstd,
+        }
+    }
+}
+
+fn server_help() -> String {
+    let mut help = String::from("Configs (file key with underscores, flag with dashes, or WEIR_ variable in capitals):\n");
+    for (name, default, documentation) in describe_all() {
+        help.push_str(&format!("  --{:<40} {documentation} [default: {default}]\n", name.replace('.', "-")));
+    }
+    help
+}
+
+/// Holds an exclusive lock on the data directory for the process lifetime, so two nodes
+/// never share one (Kafka's `.lock`).
+fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    let path = data_dir.join(".lock");
+    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| anyhow::anyhow!("data directory {} is in use by another weir process", data_dir.display()))?;
+    Ok(file)
+}
+
+fn server(config_file: Option<PathBuf>, overrides: &[String]) -> anyhow::Result<()> {
+    let mut settings = Settings::default();
+    if let Some(path) = &config_file {
+        settings.load_file(path)?;
+    }
+    settings.load_environment(std::env::vars())?;
+    settings.load_flags(overrides)?;
+    let config = NodeConfig::from_settings(&settings)?;
+    let _lock = lock_data_dir(&config.broker.data_dir)?;
+    let threads = if config.worker_threads == 0 { std::thread::available_parallelism().map_or(2, usize::from) } else { config.worker_threads };
+    let runtime = rt::runtime::build(threads).context("cannot start the runtime")?;
+    runtime.block_on(async move {
+        println!(
+            "weir {} serving Kafka on {}:{} (data in {})",
+            env!("CARGO_PKG_VERSION"),
+            config.listen_host,
+            config.listen_port,
+            config.broker.data_dir.display()
+        );
+        server::run_node(config, storage::OsDisk::shared(), rt::time::system_clock(), async {
+            rt::signal::shutdown().await;
+            tracing::info!("shutting down");
+        })
+        .await
+    })?;
+    Ok(())
+}
+
+fn client_command(future: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    rt::runtime::build(2).context("cannot start the runtime")?.block_on(future)
+}
+
+fn main() -> std::process::ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Server { config, overrides } => server(config, &overrides),
+        Command::Topic { command, target } => client_command(async move {
+            let bootstrap = target.bootstrap_server.as_str();
+            match command {
+                TopicCommand::Create { name, partitions, replication_factor, configs } => cmd::topic::create(bootstrap, &name, partitions, replication_factor, configs).await,
+                TopicCommand::List => cmd::topic::list(bootstrap).await,
+                TopicCommand::Describe { name } => cmd::topic::describe(bootstrap, &name).await,
+                TopicCommand::Delete { name } => cmd::topic::delete(bootstrap, &name).await,
+                TopicCommand::Alter { name, set, delete, partitions } => cmd::topic::alter(bootstrap, &name, set, delete, partitions).await,
+            }
+        }),
+        Command::Produce { topic, target, partition, key_separator, acks, compression } => client_command(async move {
+            cmd::produce::run(
+                &target.bootstrap_server,
+                cmd::produce::ProduceOptions { topic, partition, key_separator, acks: acks.into(), compression: compression.into() },
+            )
+            .await
+        }),
+        Command::Consume { topic, target, partition, from_beginning, offset, max_messages, timeout_ms, print_key, print_partition, print_offset, print_timestamp, separator } => {
+            let start = match (from_beginning, offset) {
+                (true, _) => StartAt::Beginning,
+                (false, Some(offset)) => StartAt::Offset(offset),
+                (false, None) => StartAt::End,
+            };
+            client_command(async move {
+                cmd::consume::run(
+                    &target.bootstrap_server,
+                    cmd::consume::ConsumeOptions { topic, partition, start, max_messages, idle_timeout_ms: timeout_ms, print_key, print_partition, print_offset, print_timestamp, separator },
+                )
+                .await
+            })
+        }
+        Command::Bench { command, target } => client_command(async move {
+            match command {
+                BenchCommand::Produce { topic, partitions, record_size, count, duration_s, acks, linger_ms, batch_size, json } => {
+                    let count = if count.is_none() && duration_s.is_none() { Some(1_000_000) } else { count };
+                    cmd::bench::produce(
+                        &target.bootstrap_server,
+                        cmd::bench::ProduceBench { topic, partitions, record_size, count, duration_s, acks: acks.into(), linger_ms, batch_size },
+                        json,
+                    )
+                    .await
+                    .map(|_| ())
+                }
+                BenchCommand::Consume { topic, count, json } => cmd::bench::consume(&target.bootstrap_server, &topic, count, json).await.map(|_| ()),
+            }
+        }),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("weir: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

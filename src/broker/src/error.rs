@@ -1,0 +1,35 @@
+//! The broker's operating errors.
+
+use std::path::PathBuf;
+
+/// Why a broker operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// A storage operation failed.
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+    /// A metadata record did not fit the image (a bug in the caller, or a corrupt log).
+    #[error("metadata record refused: {0}")]
+    MetadataApply(#[from] metadata::image::ApplyError),
+    /// The metadata log holds a record weir cannot decode.
+    #[error("metadata log is corrupt: {0}")]
+    MetadataDecode(#[from] metadata::record::DecodeError),
+    /// The data directory belongs to another node or is unreadable.
+    #[error("data directory {path} is unusable: {reason}")]
+    DataDir {
+        /// The directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A file operation outside the partition logs failed.
+    #[error("{operation} {path}: {source}")]
+    Io {
+        /// What was attempted.
+        operation: &'static str,
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,59 @@
+//! ApiVersions, FindCoordinator and DescribeCluster.
+
+use std::sync::Arc;
+
+use protocol::kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
+use protocol::kafka_protocol::messages::describe_cluster_response::{DescribeClusterBroker, DescribeClusterResponse};
+use protocol::kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
+use protocol::kafka_protocol::messages::find_coordinator_response::{Coordinator, FindCoordinatorResponse};
+use protocol::kafka_protocol::messages::BrokerId;
+
+use super::metadata::AUTHORIZED_OPERATIONS_OMITTED;
+use super::str_bytes;
+use crate::node::Node;
+
+/// The ApiVersions response: every served API with its advertised range.
+pub(crate) fn api_versions() -> ApiVersionsResponse {
+    ApiVersionsResponse::default().with_api_keys(
+        protocol::versions::advertised()
+            .into_iter()
+            .map(|(api_key, min, max)| ApiVersion::default().with_api_key(api_key as i16).with_min_version(min).with_max_version(max))
+            .collect(),
+    )
+}
+
+/// FindCoordinator: this node coordinates everything. Group and transaction APIs are not
+/// served yet, but librdkafka 2.0 needs the lookup advertised to enable compression.
+pub(crate) fn find_coordinator(node: &Arc<Node>, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
+    let (host, port, node_id) = (node.config.advertised_host.clone(), i32::from(node.config.advertised_port), node.config.node_id.0);
+    if version >= 4 {
+        let coordinators = request
+            .coordinator_keys
+            .into_iter()
+            .map(|key| Coordinator::default().with_key(key).with_node_id(BrokerId(node_id)).with_host(str_bytes(host.clone())).with_port(port))
+            .collect();
+        return FindCoordinatorResponse::default().with_coordinators(coordinators);
+    }
+    FindCoordinatorResponse::default().with_node_id(BrokerId(node_id)).with_host(str_bytes(host)).with_port(port)
+}
+
+/// DescribeCluster: the registered brokers.
+pub(crate) fn describe_cluster(node: &Arc<Node>) -> DescribeClusterResponse {
+    let image = node.image();
+    DescribeClusterResponse::default()
+        .with_cluster_id(str_bytes(node.cluster_id.clone()))
+        .with_controller_id(BrokerId(node.config.node_id.0))
+        .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
+        .with_brokers(
+            image
+                .brokers()
+                .map(|broker| {
+                    DescribeClusterBroker::default()
+                        .with_broker_id(BrokerId(broker.broker_id.0))
+                        .with_host(str_bytes(broker.host.clone()))
+                        .with_port(i32::from(broker.port))
+                        .with_rack(broker.rack.clone().map(str_bytes))
+                })
+                .collect(),
+        )
+}

@@ -1,0 +1,114 @@
+//! Fetch: read whole batches below the high watermark, long-polling up to `max_wait_ms` until
+//! `min_bytes` are available.
+//!
+//! Limits: each partition returns at most `partition_max_bytes`, the response at most
+//! `max_bytes`, except that the first partition with data returns at least one whole batch so
+//! a consumer always makes progress (KIP-74). Fetch sessions (KIP-227) are not kept: the
+//! response's session id 0 tells clients to send full fetch requests.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use protocol::ids::Offset;
+use protocol::kafka_protocol::messages::fetch_request::FetchRequest;
+use protocol::kafka_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
+use protocol::kafka_protocol::messages::ResponseKind;
+use protocol::ResponseError;
+
+use crate::config::REQUEST_WAIT_MS_MAX;
+use crate::connection::Reply;
+use crate::handler::error_code;
+use crate::node::Node;
+
+fn partition_error(index: i32, error: ResponseError) -> PartitionData {
+    PartitionData::default()
+        .with_partition_index(index)
+        .with_error_code(error.code())
+        .with_high_watermark(-1)
+        .with_last_stable_offset(-1)
+        .with_log_start_offset(-1)
+        .with_records(Some(Bytes::new()))
+}
+
+/// Reads every requested partition once. Returns the response and the bytes it carries.
+async fn read_once(node: &Node, request: &FetchRequest) -> (FetchResponse, usize) {
+    let mut budget = usize::try_from(request.max_bytes).unwrap_or(0);
+    let mut total = 0usize;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let name = topic.topic.0.as_str();
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for requested in &topic.partitions {
+            let Some(partition) = node.partition(name, requested.partition) else {
+                partitions.push(partition_error(requested.partition, ResponseError::UnknownTopicOrPartition));
+                continue;
+            };
+            let high_watermark = partition.high_watermark();
+            let log_start_offset = partition.log.log_start_offset();
+            let fetch_offset = Offset(requested.fetch_offset);
+            let limit = usize::try_from(requested.partition_max_bytes).unwrap_or(0).min(budget);
+            let records = if fetch_offset >= high_watermark && fetch_offset <= partition.log.log_end_offset() {
+                Ok(Bytes::new())
+            } else {
+                partition
+                    .log
+                    .read(fetch_offset, high_watermark, limit, total == 0)
+                    .await
+                    .map(|result| result.bytes)
+            };
+            match records {
+                Ok(bytes) => {
+                    total += bytes.len();
+                    budget = budget.saturating_sub(bytes.len());
+                    partitions.push(
+                        PartitionData::default()
+                            .with_partition_index(requested.partition)
+                            .with_high_watermark(high_watermark.0)
+                            .with_last_stable_offset(high_watermark.0)
+                            .with_log_start_offset(log_start_offset.0)
+                            .with_records(Some(bytes)),
+                    );
+                }
+                Err(error) => {
+                    let mut data = partition_error(requested.partition, ResponseError::KafkaStorageError);
+                    data.error_code = error_code::storage_error_code(&error);
+                    data.high_watermark = high_watermark.0;
+                    data.last_stable_offset = high_watermark.0;
+                    data.log_start_offset = log_start_offset.0;
+                    partitions.push(data);
+                }
+            }
+        }
+        topics.push(FetchableTopicResponse::default().with_topic(topic.topic.clone()).with_partitions(partitions));
+    }
+    (FetchResponse::default().with_responses(topics), total)
+}
+
+/// Handles a Fetch request.
+pub(crate) fn handle(node: &Arc<Node>, request: FetchRequest) -> Reply {
+    let node = Arc::clone(node);
+    Reply::Later(Box::pin(async move {
+        if request.session_id != 0 {
+            // No fetch sessions are kept; the client falls back to a full fetch.
+            return ResponseKind::Fetch(
+                FetchResponse::default().with_error_code(ResponseError::FetchSessionIdNotFound.code()),
+            );
+        }
+        let max_wait_ms = u64::try_from(request.max_wait_ms).unwrap_or(0).min(REQUEST_WAIT_MS_MAX);
+        let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
+        let deadline = rt::time::Instant::now() + rt::time::Duration::from_millis(max_wait_ms);
+        let mut changed = node.any_high_watermark_changed.subscribe();
+        loop {
+            let _ = changed.borrow_and_update();
+            let (response, bytes) = read_once(&node, &request).await;
+            let now = rt::time::Instant::now();
+            if bytes >= min_bytes || now >= deadline {
+                return ResponseKind::Fetch(response);
+            }
+            if rt::time::timeout(deadline - now, changed.changed()).await.is_err() {
+                let (response, _) = read_once(&node, &request).await;
+                return ResponseKind::Fetch(response);
+            }
+        }
+    }))
+}

@@ -1,0 +1,201 @@
+//! CreateTopics, DeleteTopics and CreatePartitions.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use metadata::config::{effective_topic_configs, validate_topic_config};
+use metadata::record::TopicId;
+use protocol::kafka_protocol::messages::create_partitions_request::CreatePartitionsRequest;
+use protocol::kafka_protocol::messages::create_partitions_response::{CreatePartitionsResponse, CreatePartitionsTopicResult};
+use protocol::kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
+use protocol::kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult, CreateTopicsResponse,
+};
+use protocol::kafka_protocol::messages::delete_topics_request::DeleteTopicsRequest;
+use protocol::kafka_protocol::messages::delete_topics_response::{DeletableTopicResult, DeleteTopicsResponse};
+use protocol::kafka_protocol::messages::TopicName;
+use protocol::names::validate_topic_name;
+use protocol::ResponseError;
+
+use super::str_bytes;
+use crate::handler::error_code;
+use crate::node::{Node, TOPIC_PARTITIONS_MAX};
+
+type Refusal = (ResponseError, String);
+
+/// Checks a topic creation and returns (partitions, replication factor, configs).
+fn plan_topic(node: &Node, topic: &CreatableTopic) -> Result<(i32, i16, Vec<(String, String)>), Refusal> {
+    let name = topic.name.0.as_str();
+    validate_topic_name(name).map_err(|error| (ResponseError::InvalidTopicException, error.to_string()))?;
+    if node.image().topic(name).is_some() {
+        return Err((ResponseError::TopicAlreadyExists, format!("Topic '{name}' already exists.")));
+    }
+    let brokers = node.image().brokers().count().max(1);
+    let (partitions, replication_factor) = if topic.assignments.is_empty() {
+        let partitions = if topic.num_partitions == -1 { node.config.num_partitions } else { topic.num_partitions };
+        let factor =
+            if topic.replication_factor == -1 { node.config.default_replication_factor } else { topic.replication_factor };
+        (partitions, factor)
+    } else {
+        if topic.num_partitions != -1 || topic.replication_factor != -1 {
+            return Err((ResponseError::InvalidRequest, "assignments exclude num_partitions and replication_factor".into()));
+        }
+        for (expected, assignment) in topic.assignments.iter().enumerate() {
+            if assignment.partition_index != expected as i32 {
+                return Err((ResponseError::InvalidReplicaAssignment, "assignments must cover partitions 0..n in order".into()));
+            }
+            if assignment.broker_ids.len() != 1 || assignment.broker_ids[0].0 != node.config.node_id.0 {
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    format!("this single-node cluster only has broker {}", node.config.node_id.0),
+                ));
+            }
+        }
+        (topic.assignments.len() as i32, 1)
+    };
+    if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
+        return Err((ResponseError::InvalidPartitions, format!("Number of partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {partitions}.")));
+    }
+    if replication_factor < 1 || replication_factor as usize > brokers {
+        return Err((
+            ResponseError::InvalidReplicationFactor,
+            format!("Replication factor: {replication_factor} larger than available brokers: {brokers}."),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    let mut configs = Vec::with_capacity(topic.configs.len());
+    for config in &topic.configs {
+        let key = config.name.to_string();
+        if !seen.insert(key.clone()) {
+            return Err((ResponseError::InvalidRequest, format!("config {key} is given twice")));
+        }
+        let Some(value) = &config.value else {
+            return Err((ResponseError::InvalidRequest, format!("Null value not supported for topic configs: {key}")));
+        };
+        validate_topic_config(&key, value).map_err(|error| (ResponseError::InvalidConfig, error.to_string()))?;
+        configs.push((key, value.to_string()));
+    }
+    Ok((partitions, replication_factor, configs))
+}
+
+/// Handles CreateTopics.
+pub(crate) async fn create_topics(node: &Arc<Node>, request: CreateTopicsRequest) -> CreateTopicsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    let mut names = BTreeSet::new();
+    let duplicates: BTreeSet<String> =
+        request.topics.iter().map(|topic| topic.name.0.to_string()).filter(|name| !names.insert(name.clone())).collect();
+    for topic in &request.topics {
+        let name = topic.name.0.to_string();
+        let result = CreatableTopicResult::default().with_name(topic.name.clone()).with_num_partitions(-1).with_replication_factor(-1);
+        if duplicates.contains(&name) {
+            results.push(result.with_error_code(ResponseError::InvalidRequest.code()).with_error_message(Some(str_bytes(format!("topic {name} appears more than once in the request")))));
+            continue;
+        }
+        let (partitions, replication_factor, configs) = match plan_topic(node, topic) {
+            Ok(plan) => plan,
+            Err((error, message)) => {
+                results.push(result.with_error_code(error.code()).with_error_message(Some(str_bytes(message))));
+                continue;
+            }
+        };
+        let topic_id = if request.validate_only {
+            TopicId::default()
+        } else {
+            match node.create_topic(&name, partitions, &configs).await {
+                Ok(topic_id) => topic_id,
+                Err(error) => {
+                    results.push(result.with_error_code(error_code(&error)).with_error_message(Some(str_bytes(error.to_string()))));
+                    continue;
+                }
+            }
+        };
+        let overrides = configs.iter().cloned().collect();
+        let described = effective_topic_configs(Some(&overrides), &node.config.static_configs)
+            .into_iter()
+            .map(|config| {
+                CreatableTopicConfigs::default()
+                    .with_name(str_bytes(config.name))
+                    .with_value(Some(str_bytes(config.value)))
+                    .with_config_source(config.source.wire())
+            })
+            .collect();
+        results.push(
+            result
+                .with_topic_id(uuid::Uuid::from_bytes(topic_id.0))
+                .with_num_partitions(partitions)
+                .with_replication_factor(replication_factor)
+                .with_configs(Some(described)),
+        );
+    }
+    CreateTopicsResponse::default().with_topics(results)
+}
+
+/// Handles DeleteTopics (by name before v6, by name or id from v6).
+pub(crate) async fn delete_topics(node: &Arc<Node>, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+    let mut wanted: Vec<(Option<TopicName>, uuid::Uuid)> =
+        request.topic_names.into_iter().map(|name| (Some(name), uuid::Uuid::nil())).collect();
+    wanted.extend(request.topics.into_iter().map(|topic| (topic.name, topic.topic_id)));
+    let mut responses = Vec::with_capacity(wanted.len());
+    for (name, topic_id) in wanted {
+        let image = node.image();
+        let found = match &name {
+            Some(name) => image.topic(&name.0),
+            None => image.topic_by_id(TopicId(*topic_id.as_bytes())),
+        };
+        let result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(topic_id);
+        let Some(topic) = found else {
+            let error = if name.is_some() { ResponseError::UnknownTopicOrPartition } else { ResponseError::UnknownTopicId };
+            responses.push(result.with_error_code(error.code()));
+            continue;
+        };
+        let (found_name, found_id) = (topic.name.clone(), topic.topic_id);
+        let result = result.with_name(Some(TopicName(str_bytes(found_name.clone())))).with_topic_id(uuid::Uuid::from_bytes(found_id.0));
+        match node.delete_topic(found_id).await {
+            Ok(()) => {
+                tracing::info!(topic = found_name, "deleted topic");
+                responses.push(result);
+            }
+            Err(error) => responses.push(result.with_error_code(error_code(&error)).with_error_message(Some(str_bytes(error.to_string())))),
+        }
+    }
+    DeleteTopicsResponse::default().with_responses(responses)
+}
+
+/// Handles CreatePartitions.
+pub(crate) async fn create_partitions(node: &Arc<Node>, request: CreatePartitionsRequest) -> CreatePartitionsResponse {
+    let mut results = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let result = CreatePartitionsTopicResult::default().with_name(topic.name.clone());
+        let image = node.image();
+        let Some(existing) = image.topic(&topic.name.0) else {
+            results.push(result.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+            continue;
+        };
+        let current = existing.partitions.len() as i32;
+        let refusal = if topic.count <= current {
+            Some((ResponseError::InvalidPartitions, format!("Topic currently has {current} partitions, which is higher than the requested {}.", topic.count)))
+        } else if topic.count > TOPIC_PARTITIONS_MAX {
+            Some((ResponseError::InvalidPartitions, format!("Number of partitions must be at most {TOPIC_PARTITIONS_MAX}.")))
+        } else if topic.assignments.as_ref().is_some_and(|assignments| {
+            assignments.len() as i32 != topic.count - current
+                || assignments.iter().any(|assignment| assignment.broker_ids.iter().map(|id| id.0).collect::<Vec<_>>() != [node.config.node_id.0])
+        }) {
+            Some((ResponseError::InvalidReplicaAssignment, format!("each new partition must be assigned to broker {} only", node.config.node_id.0)))
+        } else {
+            None
+        };
+        if let Some((error, message)) = refusal {
+            results.push(result.with_error_code(error.code()).with_error_message(Some(str_bytes(message))));
+            continue;
+        }
+        if !request.validate_only {
+            let (name, topic_id) = (existing.name.clone(), existing.topic_id);
+            if let Err(error) = node.create_partitions(&name, topic_id, current, topic.count).await {
+                results.push(result.with_error_code(error_code(&error)).with_error_message(Some(str_bytes(error.to_string()))));
+                continue;
+            }
+        }
+        results.push(result);
+    }
+    CreatePartitionsResponse::default().with_results(results)
+}

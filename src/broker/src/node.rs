@@ -1,0 +1,497 @@
+//! The node's shared state: metadata image and log, partitions, and the operations that change
+//! them.
+//!
+//! Metadata changes are committed by writing one metadata-log entry (a batch of records,
+//! atomic on crash) with an fsync, then swapping in the new image, then acting on it (opening
+//! or deleting partition logs). On start the log is replayed into the image, partition
+//! directories no longer in the image are removed, and every partition log is recovered.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use metadata::config::{effective_topic_configs, TopicSettings};
+use metadata::image::MetadataImage;
+use metadata::record::{ConfigResource, MetadataRecord, TopicId};
+use protocol::ids::{LeaderEpoch, NodeId, Offset, PartitionEpoch, TopicPartition};
+use rt::sync::{watch, Mutex};
+use rt::time::SharedClock;
+use storage::record_log::RecordLog;
+use storage::{OpenMode, PartitionLog, SharedDisk, SpaceGuard};
+
+use crate::config::BrokerConfig;
+use crate::error::BrokerError;
+use crate::partition::{log_config, Partition};
+
+/// Directory (under the data dir) of the node's metadata log.
+pub const METADATA_DIR: &str = "__cluster_metadata";
+const METADATA_LOG_FILE: &str = "metadata.log";
+const META_PROPERTIES_FILE: &str = "meta.properties";
+const PARTITION_METADATA_FILE: &str = "partition.metadata";
+/// Records in one metadata-log entry; a topic creation writes one record per partition.
+pub const METADATA_ENTRY_RECORDS_MAX: usize = 100_001;
+/// Most partitions one topic may have.
+pub const TOPIC_PARTITIONS_MAX: i32 = 100_000;
+
+/// Shared state of one node.
+#[derive(Debug)]
+pub struct Node {
+    /// Validated configuration.
+    pub(crate) config: BrokerConfig,
+    /// Every file goes through this.
+    pub(crate) disk: SharedDisk,
+    /// The node's wall clock.
+    pub(crate) clock: SharedClock,
+    /// Free-space reserve shared by all partitions.
+    space: Arc<SpaceGuard>,
+    /// This cluster's id (from `meta.properties`).
+    pub(crate) cluster_id: String,
+    /// The current image; replaced whole on every change so readers never see half a change.
+    image: RwLock<Arc<MetadataImage>>,
+    /// The metadata log; its lock also serialises metadata changes.
+    metadata_log: Mutex<RecordLog>,
+    /// Partitions hosted here.
+    partitions: RwLock<BTreeMap<TopicPartition, Arc<Partition>>>,
+    /// Bumped on any high-watermark advance; long-polling fetches wait on it.
+    pub(crate) any_high_watermark_changed: watch::Sender<u64>,
+}
+
+fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BrokerError + 'a {
+    move |source| BrokerError::Io { operation, path: path.to_owned(), source }
+}
+
+/// Encodes one metadata-log entry: `count: u32`, then `length: u32` + record per record.
+fn encode_entry(records: &[MetadataRecord]) -> Vec<u8> {
+    let mut entry = BytesMut::new();
+    entry.put_u32(records.len() as u32);
+    for record in records {
+        let encoded = record.encode();
+        entry.put_u32(encoded.len() as u32);
+        entry.put_slice(&encoded);
+    }
+    entry.to_vec()
+}
+
+fn decode_entry(mut entry: Bytes) -> Result<Vec<MetadataRecord>, BrokerError> {
+    let truncated = || BrokerError::MetadataDecode(metadata::record::DecodeError::Truncated);
+    if entry.remaining() < 4 {
+        return Err(truncated());
+    }
+    let count = entry.get_u32() as usize;
+    if count > METADATA_ENTRY_RECORDS_MAX {
+        return Err(truncated());
+    }
+    let mut records = Vec::with_capacity(count);
+    for _ in 0..count {
+        if entry.remaining() < 4 {
+            return Err(truncated());
+        }
+        let length = entry.get_u32() as usize;
+        if entry.remaining() < length {
+            return Err(truncated());
+        }
+        records.push(MetadataRecord::decode(&entry.split_to(length))?);
+    }
+    Ok(records)
+}
+
+/// A new random topic id (UUID version 4 layout).
+fn new_topic_id() -> TopicId {
+    let mut bytes = rt::rand::random_uuid_bytes();
+    bytes[6] = (bytes[6] & 0x0f) | 0x40;
+    bytes[8] = (bytes[8] & 0x3f) | 0x80;
+    TopicId(bytes)
+}
+
+/// A new cluster id: 16 random bytes in URL-safe base64 without padding, as Kafka prints them.
+fn new_cluster_id() -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let bytes = rt::rand::random_uuid_bytes();
+    let mut bits: u32 = 0;
+    let mut bit_count = 0;
+    let mut id = String::with_capacity(22);
+    for byte in bytes {
+        bits = (bits << 8) | u32::from(byte);
+        bit_count += 8;
+        while bit_count >= 6 {
+            bit_count -= 6;
+            id.push(char::from(ALPHABET[((bits >> bit_count) & 0x3f) as usize]));
+        }
+    }
+    if bit_count > 0 {
+        id.push(char::from(ALPHABET[((bits << (6 - bit_count)) & 0x3f) as usize]));
+    }
+    id
+}
+
+/// Partition directory name, as Kafka names it.
+pub(crate) fn partition_dir_name(topic_partition: &TopicPartition) -> String {
+    format!("{}-{}", topic_partition.topic, topic_partition.partition.0)
+}
+
+impl Node {
+    /// Opens the data directory, replays the metadata log and recovers every partition.
+    ///
+    /// # Errors
+    /// `DataDir` if the directory belongs to another node; storage and metadata errors.
+    pub async fn open(config: BrokerConfig, disk: SharedDisk, clock: SharedClock) -> Result<Arc<Node>, BrokerError> {
+        let data_dir = config.data_dir.clone();
+        disk.create_dir_all(&data_dir).await.map_err(io_error("create", &data_dir))?;
+        let cluster_id = Self::load_meta_properties(&disk, &data_dir, config.node_id).await?;
+        let metadata_dir = data_dir.join(METADATA_DIR);
+        disk.create_dir_all(&metadata_dir).await.map_err(io_error("create", &metadata_dir))?;
+        let (metadata_log, entries) = RecordLog::open(Arc::clone(&disk), metadata_dir.join(METADATA_LOG_FILE)).await?;
+        let mut image = MetadataImage::default();
+        for entry in entries {
+            for record in decode_entry(entry)? {
+                image.apply(&record)?;
+            }
+        }
+        let space = Arc::new(SpaceGuard::new(Arc::clone(&disk), data_dir.clone(), config.log_disk_reserve_bytes));
+        let (any_high_watermark_changed, _) = watch::channel(0u64);
+        let node = Arc::new(Node {
+            config,
+            disk,
+            clock,
+            space,
+            cluster_id,
+            image: RwLock::new(Arc::new(image)),
+            metadata_log: Mutex::new(metadata_log),
+            partitions: RwLock::new(BTreeMap::new()),
+            any_high_watermark_changed,
+        });
+        node.register_self().await?;
+        node.remove_orphan_partition_dirs().await?;
+        let image = node.image();
+        for topic in image.topics() {
+            for partition in topic.partitions.keys() {
+                node.open_partition(&topic.name, *partition, topic.topic_id).await?;
+            }
+        }
+        Ok(node)
+    }
+
+    async fn load_meta_properties(disk: &SharedDisk, data_dir: &Path, node_id: NodeId) -> Result<String, BrokerError> {
+        let path = data_dir.join(META_PROPERTIES_FILE);
+        if disk.exists(&path).await.map_err(io_error("stat", &path))? {
+            let file = disk.open_file(&path, OpenMode::Existing).await.map_err(io_error("open", &path))?;
+            let length = file.len().await.map_err(io_error("stat", &path))?;
+            let bytes = file.read_at(0, length.min(64 * 1024) as usize).await.map_err(io_error("read", &path))?;
+            let text = String::from_utf8_lossy(&bytes);
+            let property = |key: &str| {
+                text.lines().find_map(|line| line.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')).map(str::trim))
+            };
+            let cluster_id = property("cluster.id").ok_or_else(|| BrokerError::DataDir {
+                path: path.clone(),
+                reason: "meta.properties has no cluster.id".into(),
+            })?;
+            if property("node.id") != Some(node_id.0.to_string().as_str()) {
+                return Err(BrokerError::DataDir {
+                    path: data_dir.to_owned(),
+                    reason: format!("it belongs to {}, not node.id={}", property("node.id").unwrap_or("an unknown node"), node_id.0),
+                });
+            }
+            return Ok(cluster_id.to_owned());
+        }
+        let cluster_id = new_cluster_id();
+        let contents = format!("# weir data directory\nversion=1\ncluster.id={cluster_id}\nnode.id={}\n", node_id.0);
+        let temporary = data_dir.join("meta.properties.tmp");
+        let file = disk.open_file(&temporary, OpenMode::CreateOrOpen).await.map_err(io_error("create", &temporary))?;
+        file.set_len(0).await.map_err(io_error("truncate", &temporary))?;
+        file.write_at(0, Bytes::from(contents)).await.map_err(io_error("write", &temporary))?;
+        file.sync_data().await.map_err(io_error("fsync", &temporary))?;
+        disk.rename(&temporary, &path).await.map_err(io_error("rename", &path))?;
+        disk.sync_dir(data_dir).await.map_err(io_error("fsync", data_dir))?;
+        Ok(cluster_id)
+    }
+
+    async fn register_self(&self) -> Result<(), BrokerError> {
+        let image = self.image();
+        let current = image.broker(self.config.node_id);
+        let unchanged = current.is_some_and(|broker| {
+            broker.host == self.config.advertised_host && broker.port == self.config.advertised_port
+        });
+        if !unchanged {
+            let broker_epoch = current.map_or(0, |broker| broker.broker_epoch + 1);
+            self.commit(vec![MetadataRecord::RegisterBroker {
+                broker_id: self.config.node_id,
+                broker_epoch,
+                host: self.config.advertised_host.clone(),
+                port: self.config.advertised_port,
+                rack: None,
+            }])
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_orphan_partition_dirs(&self) -> Result<(), BrokerError> {
+        let data_dir = &self.config.data_dir;
+        let image = self.image();
+        let mut wanted = std::collections::BTreeSet::new();
+        for topic in image.topics() {
+            for partition in topic.partitions.keys() {
+                let _ = wanted.insert(partition_dir_name(&TopicPartition::new(topic.name.clone(), *partition)));
+            }
+        }
+        for name in self.disk.list_dir(data_dir).await.map_err(io_error("list", data_dir))? {
+            let looks_like_partition = name.rsplit_once('-').is_some_and(|(_, index)| index.parse::<u32>().is_ok());
+            if looks_like_partition && !wanted.contains(&name) {
+                let path = data_dir.join(&name);
+                tracing::info!(path = %path.display(), "removing partition directory of a deleted topic");
+                self.disk.remove_dir_all(&path).await.map_err(io_error("remove", &path))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The current metadata image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        Arc::clone(&self.image.read().expect("image lock is never poisoned"))
+    }
+
+    /// Commits records: applies them to a copy of the image (refusing the whole entry if any
+    /// record does not fit), makes them durable, then publishes the new image.
+    ///
+    /// # Errors
+    /// `MetadataApply` if a record does not fit (nothing is written), storage errors.
+    pub(crate) async fn commit(&self, records: Vec<MetadataRecord>) -> Result<Arc<MetadataImage>, BrokerError> {
+        assert!(records.len() <= METADATA_ENTRY_RECORDS_MAX, "metadata entry over its bound");
+        let log = self.metadata_log.lock().await;
+        let mut next = (*self.image()).clone();
+        for record in &records {
+            next.apply(record)?;
+        }
+        log.append(&encode_entry(&records)).await?;
+        let next = Arc::new(next);
+        *self.image.write().expect("image lock is never poisoned") = Arc::clone(&next);
+        Ok(next)
+    }
+
+    /// The effective settings of a topic.
+    pub(crate) fn topic_settings(&self, image: &MetadataImage, topic: &str) -> TopicSettings {
+        let overrides = image.configs(&ConfigResource::Topic(topic.to_owned()));
+        TopicSettings::from_effective(&effective_topic_configs(overrides, &self.config.static_configs))
+    }
+
+    async fn open_partition(&self, topic: &str, partition: i32, topic_id: TopicId) -> Result<Arc<Partition>, BrokerError> {
+        let topic_partition = TopicPartition::new(topic, partition);
+        let dir = self.config.data_dir.join(partition_dir_name(&topic_partition));
+        self.check_partition_metadata(&dir, topic_id).await?;
+        let settings = self.topic_settings(&self.image(), topic);
+        let log = PartitionLog::open(
+            Arc::clone(&self.disk),
+            dir,
+            log_config(&settings),
+            Arc::clone(&self.space),
+            self.clock.now_ms(),
+        )
+        .await?;
+        let partition = Partition::start(
+            topic_partition.clone(),
+            topic_id,
+            log,
+            settings,
+            self.any_high_watermark_changed.clone(),
+            Arc::clone(&self.clock),
+        );
+        let _ = self.partitions.write().expect("partitions lock is never poisoned").insert(topic_partition, Arc::clone(&partition));
+        Ok(partition)
+    }
+
+    /// Makes sure a partition directory belongs to this topic id: a directory left by a deleted
+    /// topic of the same name is wiped, and a new one is stamped with the id.
+    async fn check_partition_metadata(&self, dir: &Path, topic_id: TopicId) -> Result<(), BrokerError> {
+        let path = dir.join(PARTITION_METADATA_FILE);
+        let expected = format!("version: 0\ntopic_id: {}\n", uuid::Uuid::from_bytes(topic_id.0));
+        if self.disk.exists(&path).await.map_err(io_error("stat", &path))? {
+            let file = self.disk.open_file(&path, OpenMode::Existing).await.map_err(io_error("open", &path))?;
+            let bytes = file.read_at(0, 256).await.map_err(io_error("read", &path))?;
+            if bytes[..] == *expected.as_bytes() {
+                return Ok(());
+            }
+            tracing::warn!(dir = %dir.display(), "partition directory belongs to another topic id; wiping it");
+            self.disk.remove_dir_all(dir).await.map_err(io_error("remove", dir))?;
+        }
+        self.disk.create_dir_all(dir).await.map_err(io_error("create", dir))?;
+        let temporary = dir.join("partition.metadata.tmp");
+        let file = self.disk.open_file(&temporary, OpenMode::CreateOrOpen).await.map_err(io_error("create", &temporary))?;
+        file.set_len(0).await.map_err(io_error("truncate", &temporary))?;
+        file.write_at(0, Bytes::from(expected)).await.map_err(io_error("write", &temporary))?;
+        file.sync_data().await.map_err(io_error("fsync", &temporary))?;
+        self.disk.rename(&temporary, &path).await.map_err(io_error("rename", &path))?;
+        self.disk.sync_dir(dir).await.map_err(io_error("fsync", dir))?;
+        if let Some(parent) = dir.parent() {
+            self.disk.sync_dir(parent).await.map_err(io_error("fsync", parent))?;
+        }
+        Ok(())
+    }
+
+    /// A hosted partition.
+    pub(crate) fn partition(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .expect("partitions lock is never poisoned")
+            .get(&TopicPartition::new(topic, partition))
+            .cloned()
+    }
+
+    /// Every hosted partition.
+    pub(crate) fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions.read().expect("partitions lock is never poisoned").values().cloned().collect()
+    }
+
+    fn partition_record(&self, topic_id: TopicId, partition: i32) -> MetadataRecord {
+        MetadataRecord::Partition {
+            topic_id,
+            partition,
+            replicas: vec![self.config.node_id],
+            isr: vec![self.config.node_id],
+            leader: self.config.node_id,
+            leader_epoch: LeaderEpoch(0),
+            partition_epoch: PartitionEpoch(0),
+        }
+    }
+
+    /// Creates a topic (already validated by the caller) and opens its partition logs.
+    ///
+    /// # Errors
+    /// `MetadataApply` if it exists; storage errors.
+    pub(crate) async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: &[(String, String)],
+    ) -> Result<TopicId, BrokerError> {
+        assert!((1..=TOPIC_PARTITIONS_MAX).contains(&partitions), "partition count validated by the caller");
+        let topic_id = new_topic_id();
+        let mut records = vec![MetadataRecord::Topic { name: name.to_owned(), topic_id }];
+        for (config, value) in configs {
+            records.push(MetadataRecord::Config {
+                resource: ConfigResource::Topic(name.to_owned()),
+                name: config.clone(),
+                value: Some(value.clone()),
+            });
+        }
+        records.extend((0..partitions).map(|partition| self.partition_record(topic_id, partition)));
+        let _ = self.commit(records).await?;
+        for partition in 0..partitions {
+            let _ = self.open_partition(name, partition, topic_id).await?;
+        }
+        Ok(topic_id)
+    }
+
+    /// Adds partitions to a topic, up to `total` (validated by the caller).
+    ///
+    /// # Errors
+    /// Metadata and storage errors.
+    pub(crate) async fn create_partitions(&self, name: &str, topic_id: TopicId, current: i32, total: i32) -> Result<(), BrokerError> {
+        let records = (current..total).map(|partition| self.partition_record(topic_id, partition)).collect();
+        let _ = self.commit(records).await?;
+        for partition in current..total {
+            let _ = self.open_partition(name, partition, topic_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Deletes a topic and its logs.
+    ///
+    /// # Errors
+    /// Metadata and storage errors.
+    pub(crate) async fn delete_topic(&self, topic_id: TopicId) -> Result<(), BrokerError> {
+        let image = self.commit(vec![MetadataRecord::RemoveTopic { topic_id }]).await?;
+        let removed: Vec<Arc<Partition>> = {
+            let mut partitions = self.partitions.write().expect("partitions lock is never poisoned");
+            let doomed: Vec<TopicPartition> =
+                partitions.iter().filter(|(_, partition)| partition.topic_id == topic_id).map(|(key, _)| key.clone()).collect();
+            doomed.iter().filter_map(|key| partitions.remove(key)).collect()
+        };
+        drop(image);
+        for partition in removed {
+            partition.close();
+            partition.log.delete().await?;
+        }
+        Ok(())
+    }
+
+    /// Replaces a topic's config overrides with `configs` (AlterConfigs semantics when
+    /// `replace_all`, otherwise only the named keys change; `None` removes an override).
+    ///
+    /// # Errors
+    /// Metadata errors.
+    pub(crate) async fn set_topic_configs(&self, topic: &str, changes: Vec<(String, Option<String>)>, replace_all: bool) -> Result<(), BrokerError> {
+        let image = self.image();
+        let mut records = Vec::new();
+        let resource = ConfigResource::Topic(topic.to_owned());
+        if replace_all {
+            if let Some(existing) = image.configs(&resource) {
+                for name in existing.keys() {
+                    if !changes.iter().any(|(changed, _)| changed == name) {
+                        records.push(MetadataRecord::Config { resource: resource.clone(), name: name.clone(), value: None });
+                    }
+                }
+            }
+        }
+        for (name, value) in changes {
+            records.push(MetadataRecord::Config { resource: resource.clone(), name, value });
+        }
+        if records.is_empty() {
+            return Ok(());
+        }
+        let image = self.commit(records).await?;
+        let settings = self.topic_settings(&image, topic);
+        for partition in self.all_partitions().iter().filter(|partition| partition.topic_partition.topic == topic) {
+            partition.set_settings(settings.clone());
+        }
+        Ok(())
+    }
+
+    /// Runs retention on every partition and the `flush.ms` check.
+    pub(crate) async fn housekeeping(&self, retention_due: bool) {
+        let now_ms = self.clock.now_ms();
+        for partition in self.all_partitions() {
+            partition.tick(now_ms);
+            if retention_due {
+                if let Err(error) = partition.log.apply_retention(now_ms).await {
+                    tracing::warn!(partition = %partition.topic_partition, %error, "retention failed");
+                }
+            }
+        }
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &PathBuf {
+        &self.config.data_dir
+    }
+
+    /// Log end offset of a partition, for tests and tools.
+    pub fn log_end_offset(&self, topic: &str, partition: i32) -> Option<Offset> {
+        self.partition(topic, partition).map(|partition| partition.log.log_end_offset())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_entries_round_trip_and_refuse_truncation() {
+        let records = vec![
+            MetadataRecord::Topic { name: "t".into(), topic_id: TopicId([3; 16]) },
+            MetadataRecord::RemoveTopic { topic_id: TopicId([3; 16]) },
+        ];
+        let entry = Bytes::from(encode_entry(&records));
+        assert_eq!(decode_entry(entry.clone()).expect("decodes"), records);
+        for cut in 0..entry.len() {
+            assert!(decode_entry(entry.slice(..cut)).is_err(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn cluster_ids_look_like_kafkas() {
+        let id = new_cluster_id();
+        assert_eq!(id.len(), 22);
+        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+    }
+}

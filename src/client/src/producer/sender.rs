@@ -1,0 +1,502 @@
+//! The producer's sender task: drains ready batches, sends one Produce request per broker,
+//! and completes, retries or fails the batches by the response.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use protocol::ids::{Offset, TopicPartition};
+use protocol::kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+use protocol::kafka_protocol::messages::produce_response::PartitionProduceResponse;
+use protocol::kafka_protocol::messages::{ApiKey, ProduceRequest, RequestKind, ResponseKind};
+use protocol::ResponseError;
+use rt::sync::{watch, Notify, Semaphore};
+use rt::time::{timeout, Duration, Instant};
+
+use super::accumulator::{Accumulator, PendingRecord, ProducerBatch};
+use super::{Acks, ProducerConfig, RecordMetadata};
+use crate::client::{topic_name, Client};
+use crate::connection::lock;
+use crate::error::{ClientError, ProduceError};
+use crate::records::encode_batch;
+
+/// State shared by the producer handles and the sender task.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) client: Client,
+    pub(crate) config: ProducerConfig,
+    pub(crate) accumulator: Mutex<Accumulator>,
+    /// Wakes the sender: a batch to send, a completion, a flush, or close.
+    pub(crate) wakeup: Notify,
+    /// Permits are bytes of `buffer_memory`; each pending record holds its size.
+    pub(crate) memory: Arc<Semaphore>,
+    /// Records accepted and not yet completed; `flush` waits for zero.
+    pub(crate) outstanding: watch::Sender<usize>,
+    /// Number of `flush` calls waiting; while positive, linger is ignored.
+    pub(crate) flushing: AtomicUsize,
+    /// Set when the last producer handle is dropped: send what is queued, then stop.
+    pub(crate) closed: AtomicBool,
+    /// One metadata refresh at a time.
+    refreshing: AtomicBool,
+    /// Per-broker bound on Produce requests in flight.
+    broker_slots: Mutex<BTreeMap<i32, Arc<Semaphore>>>,
+}
+
+impl Shared {
+    pub(crate) fn new(client: Client, config: ProducerConfig) -> Arc<Shared> {
+        Arc::new(Shared {
+            accumulator: Mutex::new(Accumulator::new(
+                config.batch_size,
+                Duration::from_millis(config.linger_ms),
+            )),
+            wakeup: Notify::new(),
+            memory: Arc::new(Semaphore::new(config.buffer_memory)),
+            outstanding: watch::Sender::new(0),
+            flushing: AtomicUsize::new(0),
+            closed: AtomicBool::new(false),
+            refreshing: AtomicBool::new(false),
+            broker_slots: Mutex::new(BTreeMap::new()),
+            client,
+            config,
+        })
+    }
+
+    fn retry_backoff(&self) -> Duration {
+        Duration::from_millis(self.client.config().retry_backoff_ms)
+    }
+
+    fn delivery_deadline(&self, batch: &ProducerBatch) -> Instant {
+        batch.created_at + Duration::from_millis(self.config.delivery_timeout_ms)
+    }
+
+    /// Completes one record and releases its memory.
+    fn complete_record(
+        &self,
+        record: PendingRecord,
+        outcome: Result<RecordMetadata, ProduceError>,
+    ) {
+        // The caller may have dropped its future; the outcome is then unobserved.
+        let _ = record.reply.send(outcome);
+        drop(record.memory);
+        self.outstanding
+            .send_modify(|count| *count = count.saturating_sub(1));
+    }
+
+    /// Delivers a batch's records: offsets are consecutive from `base_offset`.
+    fn succeed(&self, batch: ProducerBatch, base_offset: Offset, log_append_time_ms: i64) {
+        let TopicPartition { topic, partition } = batch.topic_partition.clone();
+        for (index, record) in batch.records.into_iter().enumerate() {
+            let offset = if base_offset.0 < 0 {
+                base_offset
+            } else {
+                base_offset.plus(index as i64)
+            };
+            let timestamp_ms = if log_append_time_ms >= 0 {
+                log_append_time_ms
+            } else {
+                record.record.timestamp_ms
+            };
+            let metadata = RecordMetadata {
+                topic: topic.clone(),
+                partition: partition.0,
+                offset,
+                timestamp_ms,
+            };
+            self.complete_record(record, Ok(metadata));
+        }
+        self.finish_partition(&batch.topic_partition);
+    }
+
+    /// Fails every record of a batch with the same error.
+    fn fail(&self, batch: ProducerBatch, error: ProduceError) {
+        tracing::debug!(topic_partition = %batch.topic_partition, %error, "batch failed");
+        for record in batch.records {
+            self.complete_record(record, Err(error.clone()));
+        }
+        self.finish_partition(&batch.topic_partition);
+    }
+
+    fn finish_partition(&self, topic_partition: &TopicPartition) {
+        lock(&self.accumulator).complete(topic_partition);
+        self.wakeup.notify_one();
+    }
+
+    /// After a failed attempt: retry after the backoff if the error is retriable and both
+    /// `retries` and `delivery_timeout_ms` allow it, otherwise fail the batch.
+    fn retry_or_fail(self: &Arc<Self>, mut batch: ProducerBatch, error: ClientError) {
+        batch.attempts += 1;
+        let now = Instant::now();
+        if !is_retriable_for_produce(&error) {
+            let failure = match error {
+                ClientError::Broker { error, message } => ProduceError::Broker {
+                    topic_partition: batch.topic_partition.clone(),
+                    error,
+                    message,
+                },
+                other => ProduceError::Client(other),
+            };
+            return self.fail(batch, failure);
+        }
+        if batch.attempts > self.config.retries {
+            let failure = ProduceError::RetriesExhausted {
+                topic_partition: batch.topic_partition.clone(),
+                attempts: batch.attempts,
+                last_error: Box::new(error),
+            };
+            return self.fail(batch, failure);
+        }
+        let retry_at = now + self.retry_backoff();
+        if retry_at >= self.delivery_deadline(&batch) {
+            let failure = ProduceError::DeliveryTimeout {
+                topic_partition: batch.topic_partition.clone(),
+                delivery_timeout_ms: self.config.delivery_timeout_ms,
+                last_error: Some(Box::new(error)),
+            };
+            return self.fail(batch, failure);
+        }
+        if may_mean_leader_moved(&error) {
+            self.refresh_metadata(vec![batch.topic_partition.topic.clone()]);
+        }
+        tracing::debug!(topic_partition = %batch.topic_partition, attempts = batch.attempts, %error, "retrying batch");
+        batch.last_error = Some(error);
+        lock(&self.accumulator).reenqueue(batch, retry_at);
+        self.wakeup.notify_one();
+    }
+
+    /// Starts a metadata refresh for `topics` in the background unless one is running.
+    fn refresh_metadata(self: &Arc<Self>, mut topics: Vec<String>) {
+        if self.refreshing.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        topics.sort();
+        topics.dedup();
+        let shared = Arc::clone(self);
+        drop(rt::task::spawn(async move {
+            if let Err(error) = shared
+                .client
+                .refresh_metadata_with(Some(&topics), true)
+                .await
+            {
+                tracing::debug!(%error, "producer metadata refresh failed");
+            }
+            shared.refreshing.store(false, Ordering::SeqCst);
+            shared.wakeup.notify_one();
+        }));
+    }
+
+    fn broker_slots(&self, broker: i32) -> Arc<Semaphore> {
+        let max = self.config.max_in_flight_requests_per_connection;
+        Arc::clone(
+            lock(&self.broker_slots)
+                .entry(broker)
+                .or_insert_with(|| Arc::new(Semaphore::new(max))),
+        )
+    }
+}
+
+/// Errors worth retrying for a batch: the leader moved or is unknown, the request timed out,
+/// too few replicas for now, a storage error on one broker, or the network.
+/// CORRUPT_MESSAGE is retriable in Kafka's table but would fail again with the same bytes.
+fn is_retriable_for_produce(error: &ClientError) -> bool {
+    match error {
+        ClientError::Broker { error, .. } => matches!(
+            error,
+            ResponseError::NotLeaderOrFollower
+                | ResponseError::UnknownTopicOrPartition
+                | ResponseError::LeaderNotAvailable
+                | ResponseError::RequestTimedOut
+                | ResponseError::NotEnoughReplicas
+                | ResponseError::NotEnoughReplicasAfterAppend
+                | ResponseError::KafkaStorageError
+                | ResponseError::NetworkException
+        ),
+        other => other.is_retriable(),
+    }
+}
+
+/// Errors after which the cached leader may be wrong.
+fn may_mean_leader_moved(error: &ClientError) -> bool {
+    match error {
+        ClientError::Broker { error, .. } => matches!(
+            error,
+            ResponseError::NotLeaderOrFollower
+                | ResponseError::UnknownTopicOrPartition
+                | ResponseError::LeaderNotAvailable
+                | ResponseError::KafkaStorageError
+        ),
+        _ => true,
+    }
+}
+
+/// The sender loop. Ends after close once every batch has completed.
+pub(crate) async fn run(shared: Arc<Shared>) {
+    loop {
+        let now = Instant::now();
+        let force =
+            shared.flushing.load(Ordering::SeqCst) > 0 || shared.closed.load(Ordering::SeqCst);
+        let ready = lock(&shared.accumulator).drain(now, force);
+        let mut by_leader: BTreeMap<i32, Vec<ProducerBatch>> = BTreeMap::new();
+        let mut unrouted_topics = Vec::new();
+        for mut batch in ready {
+            if now >= shared.delivery_deadline(&batch) {
+                let failure = ProduceError::DeliveryTimeout {
+                    topic_partition: batch.topic_partition.clone(),
+                    delivery_timeout_ms: shared.config.delivery_timeout_ms,
+                    last_error: batch.last_error.take().map(Box::new),
+                };
+                shared.fail(batch, failure);
+                continue;
+            }
+            if batch.encoded.is_none() {
+                let records = batch.records.iter().map(|pending| &pending.record);
+                match encode_batch(&batch.topic_partition, records, shared.config.compression) {
+                    Ok(encoded) => batch.encoded = Some(encoded),
+                    Err(error) => {
+                        shared.fail(batch, ProduceError::Client(error));
+                        continue;
+                    }
+                }
+            }
+            match shared.client.cached_leader(&batch.topic_partition) {
+                Some(leader) => by_leader.entry(leader).or_default().push(batch),
+                None => {
+                    unrouted_topics.push(batch.topic_partition.topic.clone());
+                    let retry_at = now + shared.retry_backoff();
+                    lock(&shared.accumulator).reenqueue(batch, retry_at);
+                }
+            }
+        }
+        if !unrouted_topics.is_empty() {
+            shared.refresh_metadata(unrouted_topics);
+        }
+        for (leader, batches) in by_leader {
+            for request in split_by_size(batches, shared.config.max_request_size) {
+                drop(rt::task::spawn(send_produce(
+                    Arc::clone(&shared),
+                    leader,
+                    request,
+                )));
+            }
+        }
+
+        let (next_ready_at, idle) = {
+            let accumulator = lock(&shared.accumulator);
+            (accumulator.next_ready_at(), accumulator.is_empty())
+        };
+        if idle && shared.closed.load(Ordering::SeqCst) {
+            break;
+        }
+        let notified = shared.wakeup.notified();
+        match next_ready_at {
+            Some(at) => {
+                let _ = timeout(at.saturating_duration_since(Instant::now()), notified).await;
+            }
+            None => notified.await,
+        }
+    }
+}
+
+/// Groups batches for one broker into requests of at most `max_bytes` record data (a batch
+/// larger than that alone still gets a request; the broker decides).
+fn split_by_size(batches: Vec<ProducerBatch>, max_bytes: usize) -> Vec<Vec<ProducerBatch>> {
+    let mut requests: Vec<Vec<ProducerBatch>> = Vec::new();
+    let mut current_bytes = 0;
+    for batch in batches {
+        let bytes = batch
+            .encoded
+            .as_ref()
+            .map_or(batch.size_bytes, |encoded| encoded.len());
+        match requests.last_mut() {
+            Some(current) if current_bytes + bytes <= max_bytes => {
+                current_bytes += bytes;
+                current.push(batch);
+            }
+            _ => {
+                current_bytes = bytes;
+                requests.push(vec![batch]);
+            }
+        }
+    }
+    requests
+}
+
+/// Sends one Produce request for batches led by `broker` and settles every batch.
+async fn send_produce(shared: Arc<Shared>, broker: i32, batches: Vec<ProducerBatch>) {
+    let slots = shared.broker_slots(broker);
+    let _slot = slots.acquire().await;
+    let request = RequestKind::Produce(produce_request(
+        &shared.config,
+        shared.client.config().request_timeout_ms,
+        &batches,
+    ));
+
+    if shared.config.acks == Acks::None {
+        let sent = match shared.client.connection(Some(broker)).await {
+            Ok(connection) => connection.send_without_response(&request).await,
+            Err(error) => Err(error),
+        };
+        for batch in batches {
+            match &sent {
+                Ok(()) => shared.succeed(batch, Offset(-1), -1),
+                Err(error) => shared.retry_or_fail(batch, error.clone()),
+            }
+        }
+        return;
+    }
+
+    let response = match shared.client.send(Some(broker), request).await {
+        Ok(ResponseKind::Produce(response)) => response,
+        Ok(_) => {
+            for batch in batches {
+                shared.retry_or_fail(
+                    batch,
+                    ClientError::UnexpectedResponse {
+                        api_key: ApiKey::Produce,
+                    },
+                );
+            }
+            return;
+        }
+        Err(error) => {
+            for batch in batches {
+                shared.retry_or_fail(batch, error.clone());
+            }
+            return;
+        }
+    };
+    let mut results: BTreeMap<(String, i32), PartitionProduceResponse> = BTreeMap::new();
+    for topic in response.responses {
+        for partition in topic.partition_responses {
+            results.insert((topic.name.0.to_string(), partition.index), partition);
+        }
+    }
+    for batch in batches {
+        let key = (
+            batch.topic_partition.topic.clone(),
+            batch.topic_partition.partition.0,
+        );
+        match results.remove(&key) {
+            None => {
+                let error = ClientError::MissingFromResponse {
+                    api_key: ApiKey::Produce,
+                    topic: key.0,
+                    partition: Some(key.1),
+                };
+                shared.retry_or_fail(batch, error);
+            }
+            Some(result) => match ClientError::from_code(
+                result.error_code,
+                result.error_message.map(|m| m.to_string()),
+            ) {
+                None => {
+                    shared.succeed(batch, Offset(result.base_offset), result.log_append_time_ms)
+                }
+                Some(error) => shared.retry_or_fail(batch, error),
+            },
+        }
+    }
+}
+
+/// The Produce request for a set of batches (one entry per topic, one per partition).
+fn produce_request(
+    config: &ProducerConfig,
+    request_timeout_ms: u64,
+    batches: &[ProducerBatch],
+) -> ProduceRequest {
+    let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
+    for batch in batches {
+        topics
+            .entry(batch.topic_partition.topic.as_str())
+            .or_default()
+            .push(
+                PartitionProduceData::default()
+                    .with_index(batch.topic_partition.partition.0)
+                    .with_records(batch.encoded.clone()),
+            );
+    }
+    ProduceRequest::default()
+        .with_acks(config.acks.as_i16())
+        .with_timeout_ms(i32::try_from(request_timeout_ms).unwrap_or(i32::MAX))
+        .with_topic_data(
+            topics
+                .into_iter()
+                .map(|(topic, partitions)| {
+                    TopicProduceData::default()
+                        .with_name(topic_name(topic))
+                        .with_partition_data(partitions)
+                })
+                .collect(),
+        )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn produce_retries_follow_the_documented_list() {
+        let broker = |error| ClientError::Broker {
+            error,
+            message: None,
+        };
+        for retriable in [
+            ResponseError::NotLeaderOrFollower,
+            ResponseError::NotEnoughReplicasAfterAppend,
+            ResponseError::KafkaStorageError,
+        ] {
+            assert!(
+                is_retriable_for_produce(&broker(retriable)),
+                "{retriable:?}"
+            );
+        }
+        for fatal in [
+            ResponseError::MessageTooLarge,
+            ResponseError::CorruptMessage,
+            ResponseError::InvalidTopicException,
+            ResponseError::PolicyViolation,
+        ] {
+            assert!(!is_retriable_for_produce(&broker(fatal)), "{fatal:?}");
+        }
+        let lost = ClientError::Disconnected {
+            address: "b:1".into(),
+            cause: crate::error::DisconnectCause::Closed,
+        };
+        assert!(is_retriable_for_produce(&lost));
+    }
+
+    #[test]
+    fn requests_are_split_at_max_request_size() {
+        let batch = |partition: i32, bytes: usize| {
+            let mut batch = ProducerBatch {
+                topic_partition: TopicPartition::new("t", partition),
+                records: vec![],
+                size_bytes: bytes,
+                created_at: Instant::now(),
+                attempts: 0,
+                last_error: None,
+                encoded: None,
+            };
+            batch.encoded = Some(Bytes::from(vec![0; bytes]));
+            batch
+        };
+        let requests = split_by_size(
+            vec![batch(0, 400), batch(1, 400), batch(2, 400), batch(3, 2000)],
+            1000,
+        );
+        let shape: Vec<Vec<i32>> = requests
+            .iter()
+            .map(|r| r.iter().map(|b| b.topic_partition.partition.0).collect())
+            .collect();
+        assert_eq!(shape, vec![vec![0, 1], vec![2], vec![3]]);
+
+        let request = produce_request(&ProducerConfig::default(), 30_000, &requests[0]);
+        assert_eq!(request.acks, -1);
+        assert_eq!(
+            request.topic_data.len(),
+            1,
+            "partitions of one topic share a topic entry"
+        );
+        assert_eq!(request.topic_data[0].partition_data.len(), 2);
+    }
+}
