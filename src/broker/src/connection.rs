@@ -83,9 +83,11 @@ async fn read_requests(
         };
         let (api_key, api_version, correlation_id) = (request.api_key, request.api_version, request.header.correlation_id);
         let outgoing = match handler::dispatch(node, request).await {
-            Reply::Now(body) => Outgoing::Ready(
-                frame::encode_response(api_key, api_version, correlation_id, &body).map_err(|error| error.to_string())?,
-            ),
+            Reply::Now(body) => Outgoing::Ready(frame::encode_response(api_key, api_version, correlation_id, &body).map_err(|error| {
+                // Every handler must build responses its version can carry: this is a bug.
+                tracing::error!(%error, "cannot encode a response; closing the connection");
+                error.to_string()
+            })?),
             Reply::Later(body) => Outgoing::Deferred { api_key, api_version, correlation_id, body },
             Reply::Nothing => continue,
         };

@@ -31,6 +31,8 @@ const META_PROPERTIES_FILE: &str = "meta.properties";
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// Records in one metadata-log entry; a topic creation writes one record per partition.
 pub const METADATA_ENTRY_RECORDS_MAX: usize = 100_001;
+/// Producer ids taken per metadata record (Kafka's block size).
+pub const PRODUCER_ID_BLOCK_SIZE: i32 = 1000;
 /// Most partitions one topic may have.
 pub const TOPIC_PARTITIONS_MAX: i32 = 100_000;
 
@@ -55,6 +57,8 @@ pub struct Node {
     partitions: RwLock<BTreeMap<TopicPartition, Arc<Partition>>>,
     /// Bumped on any high-watermark advance; long-polling fetches wait on it.
     pub(crate) any_high_watermark_changed: watch::Sender<u64>,
+    /// The current producer-id block: next id to hand out, and the block's end (exclusive).
+    producer_ids: Mutex<(i64, i64)>,
 }
 
 fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BrokerError + 'a {
@@ -160,6 +164,7 @@ impl Node {
             metadata_log: Mutex::new(metadata_log),
             partitions: RwLock::new(BTreeMap::new()),
             any_high_watermark_changed,
+            producer_ids: Mutex::new((0, 0)),
         });
         node.register_self().await?;
         node.remove_orphan_partition_dirs().await?;
@@ -445,6 +450,29 @@ impl Node {
             partition.set_settings(settings.clone());
         }
         Ok(())
+    }
+
+    /// Hands out a producer id never given before, taking a new block of ids through the
+    /// metadata log when the current one is used up.
+    ///
+    /// # Errors
+    /// Metadata log errors.
+    pub(crate) async fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
+        let mut block = self.producer_ids.lock().await;
+        if block.0 >= block.1 {
+            let first_producer_id = self.image().next_producer_id();
+            let _ = self
+                .commit(vec![MetadataRecord::AllocateProducerIds {
+                    broker_id: self.config.node_id,
+                    first_producer_id,
+                    count: PRODUCER_ID_BLOCK_SIZE,
+                }])
+                .await?;
+            *block = (first_producer_id, first_producer_id + i64::from(PRODUCER_ID_BLOCK_SIZE));
+        }
+        let producer_id = block.0;
+        block.0 += 1;
+        Ok(producer_id)
     }
 
     /// Runs retention on every partition and the `flush.ms` check.

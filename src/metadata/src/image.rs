@@ -68,6 +68,14 @@ pub enum ApplyError {
         /// The name.
         name: String,
     },
+    /// A producer-id block that starts below ids already handed out.
+    #[error("producer id block at {first_producer_id} overlaps ids up to {next_producer_id}")]
+    ProducerIdBlockOverlaps {
+        /// The block's first id.
+        first_producer_id: i64,
+        /// The first free id.
+        next_producer_id: i64,
+    },
     /// A new partition index that would leave a gap.
     #[error("partition {partition} would leave a gap after {count} partitions")]
     PartitionGap {
@@ -85,6 +93,8 @@ pub struct MetadataImage {
     topics: BTreeMap<String, TopicImage>,
     names_by_id: BTreeMap<TopicId, String>,
     configs: BTreeMap<ConfigResource, BTreeMap<String, String>>,
+    /// First producer id not yet handed out in any block.
+    next_producer_id: i64,
     /// Records applied so far: the image's position in the metadata log.
     records_applied: u64,
 }
@@ -154,6 +164,15 @@ impl MetadataImage {
                     let _ = self.configs.remove(resource);
                 }
             }
+            MetadataRecord::AllocateProducerIds { first_producer_id, count, .. } => {
+                if *first_producer_id < self.next_producer_id || *count <= 0 {
+                    return Err(ApplyError::ProducerIdBlockOverlaps {
+                        first_producer_id: *first_producer_id,
+                        next_producer_id: self.next_producer_id,
+                    });
+                }
+                self.next_producer_id = first_producer_id + i64::from(*count);
+            }
             MetadataRecord::RemoveTopic { topic_id } => {
                 let name = self.names_by_id.remove(topic_id).ok_or(ApplyError::UnknownTopic { topic_id: *topic_id })?;
                 let _ = self.topics.remove(&name);
@@ -162,6 +181,11 @@ impl MetadataImage {
         }
         self.records_applied += 1;
         Ok(())
+    }
+
+    /// First producer id not yet in any block.
+    pub fn next_producer_id(&self) -> i64 {
+        self.next_producer_id
     }
 
     /// Records applied so far.

@@ -76,6 +76,16 @@ pub enum MetadataRecord {
         /// The topic.
         topic_id: TopicId,
     },
+    /// A broker took a block of producer ids `[first_producer_id, first_producer_id + count)`.
+    /// Blocks never overlap, so ids stay unique across restarts and brokers.
+    AllocateProducerIds {
+        /// The broker that owns the block.
+        broker_id: NodeId,
+        /// First id of the block.
+        first_producer_id: i64,
+        /// Ids in the block.
+        count: i32,
+    },
 }
 
 /// Why a record could not be decoded.
@@ -120,6 +130,7 @@ const TYPE_TOPIC: u8 = 2;
 const TYPE_PARTITION: u8 = 3;
 const TYPE_CONFIG: u8 = 4;
 const TYPE_REMOVE_TOPIC: u8 = 5;
+const TYPE_ALLOCATE_PRODUCER_IDS: u8 = 6;
 const VERSION_0: u8 = 0;
 const NONE_STRING: u16 = u16::MAX;
 const RESOURCE_TOPIC: u8 = 0;
@@ -275,6 +286,13 @@ impl MetadataRecord {
                 out.u8(VERSION_0);
                 out.topic_id(*topic_id);
             }
+            MetadataRecord::AllocateProducerIds { broker_id, first_producer_id, count } => {
+                out.u8(TYPE_ALLOCATE_PRODUCER_IDS);
+                out.u8(VERSION_0);
+                out.i32(broker_id.0);
+                out.i64(*first_producer_id);
+                out.i32(*count);
+            }
         }
         out.0
     }
@@ -287,7 +305,7 @@ impl MetadataRecord {
         let mut input = Reader(bytes);
         let record_type = input.u8()?;
         let version = input.u8()?;
-        if !(TYPE_REGISTER_BROKER..=TYPE_REMOVE_TOPIC).contains(&record_type) {
+        if !(TYPE_REGISTER_BROKER..=TYPE_ALLOCATE_PRODUCER_IDS).contains(&record_type) {
             return Err(DecodeError::UnknownType { record_type });
         }
         if version != VERSION_0 {
@@ -319,7 +337,12 @@ impl MetadataRecord {
                 };
                 MetadataRecord::Config { resource, name: input.string()?, value: input.optional_string()? }
             }
-            _ => MetadataRecord::RemoveTopic { topic_id: input.topic_id()? },
+            TYPE_REMOVE_TOPIC => MetadataRecord::RemoveTopic { topic_id: input.topic_id()? },
+            _ => MetadataRecord::AllocateProducerIds {
+                broker_id: NodeId(input.i32()?),
+                first_producer_id: input.i64()?,
+                count: input.i32()?,
+            },
         };
         if !input.0.is_empty() {
             return Err(DecodeError::TrailingBytes { remaining: input.0.len() });
@@ -370,6 +393,11 @@ mod tests {
                 value: None
             }),
             any::<[u8; 16]>().prop_map(|id| MetadataRecord::RemoveTopic { topic_id: TopicId(id) }),
+            (any::<i32>(), any::<i64>(), any::<i32>()).prop_map(|(broker, first, count)| MetadataRecord::AllocateProducerIds {
+                broker_id: NodeId(broker),
+                first_producer_id: first,
+                count
+            }),
         ]
     }
 

@@ -44,6 +44,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::CreateTopics, 2, 2, 7),
     api(ApiKey::DeleteTopics, 1, 1, 6),
     api(ApiKey::DeleteRecords, 0, 0, 2),
+    api(ApiKey::InitProducerId, 0, 0, 4),
     api(ApiKey::DescribeConfigs, 1, 1, 4),
     api(ApiKey::AlterConfigs, 0, 0, 2),
     api(ApiKey::CreatePartitions, 0, 0, 3),

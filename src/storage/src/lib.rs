@@ -65,7 +65,8 @@
 //!     value: Some(Bytes::from_static(b"hello")), headers: Default::default(),
 //! };
 //! let mut batch = BytesMut::new();
-//! RecordBatchEncoder::encode(&mut batch, [&record], &RecordEncodeOptions { version: 2, compression: Compression::None })?;
+//! let options = RecordEncodeOptions { version: 2, compression: Compression::None };
+//! RecordBatchEncoder::encode(&mut batch, [&record], &options)?;
 //!
 //! let appended = log.append(batch, LeaderEpoch(3), false, 1_000).await?;
 //! assert_eq!(appended.base_offset, Offset(0));

@@ -16,7 +16,7 @@ use protocol::ids::Offset;
 use crate::disk::{DiskFile, OpenMode, SharedDisk};
 use crate::error::{IoOperation, StorageError};
 use crate::index::{SegmentIndex, TimeIndexEntry};
-use crate::limits::{RELATIVE_OFFSET_MAX, SCAN_CHUNK_BYTES};
+use crate::limits::{OFFSET_INDEX_ENTRY_BYTES, RELATIVE_OFFSET_MAX, SCAN_CHUNK_BYTES, TIME_INDEX_ENTRY_BYTES};
 
 /// Extension of segment files.
 pub(crate) const LOG_EXTENSION: &str = "log";
@@ -289,8 +289,10 @@ pub(crate) async fn load_sealed_segment(
         return Ok(Err(segment));
     }
     let entries_max = SegmentIndex::entries_max(file_bytes);
-    let offsets = read_index_file(disk, &segment.sibling_path(INDEX_EXTENSION), entries_max * 8).await;
-    let times = read_index_file(disk, &segment.sibling_path(TIME_INDEX_EXTENSION), entries_max * 12).await;
+    let offsets_bytes_max = entries_max * OFFSET_INDEX_ENTRY_BYTES as u64;
+    let times_bytes_max = entries_max * TIME_INDEX_ENTRY_BYTES as u64;
+    let offsets = read_index_file(disk, &segment.sibling_path(INDEX_EXTENSION), offsets_bytes_max).await;
+    let times = read_index_file(disk, &segment.sibling_path(TIME_INDEX_EXTENSION), times_bytes_max).await;
     let (Some(offsets), Some(times)) = (offsets, times) else { return Ok(Err(segment)) };
     let Some(index) = SegmentIndex::decode(&offsets, &times, file_bytes, relative_end as u64) else {
         return Ok(Err(segment));

@@ -22,7 +22,9 @@ const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL_TIMESTAMP: i64 = -4;
 
 /// Handles a ListOffsets request.
-pub(crate) async fn handle(node: &Arc<Node>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub(crate) async fn handle(node: &Arc<Node>, request: ListOffsetsRequest, version: i16) -> ListOffsetsResponse {
+    // The leader epoch exists from v4; older versions must leave it at its default.
+    let leader_epoch = if version >= 4 { 0 } else { -1 };
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
@@ -31,7 +33,7 @@ pub(crate) async fn handle(node: &Arc<Node>, request: ListOffsetsRequest) -> Lis
                 .with_partition_index(requested.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1)
-                .with_leader_epoch(0);
+                .with_leader_epoch(leader_epoch);
             let Some(partition) = node.partition(&topic.name.0, requested.partition_index) else {
                 partitions.push(response.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_leader_epoch(-1));
                 continue;

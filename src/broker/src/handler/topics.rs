@@ -79,7 +79,7 @@ fn plan_topic(node: &Node, topic: &CreatableTopic) -> Result<(i32, i16, Vec<(Str
 }
 
 /// Handles CreateTopics.
-pub(crate) async fn create_topics(node: &Arc<Node>, request: CreateTopicsRequest) -> CreateTopicsResponse {
+pub(crate) async fn create_topics(node: &Arc<Node>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
     let mut names = BTreeSet::new();
     let duplicates: BTreeSet<String> =
@@ -124,7 +124,7 @@ pub(crate) async fn create_topics(node: &Arc<Node>, request: CreateTopicsRequest
                 .with_topic_id(uuid::Uuid::from_bytes(topic_id.0))
                 .with_num_partitions(partitions)
                 .with_replication_factor(replication_factor)
-                .with_configs(Some(described)),
+                .with_configs((version >= 5).then_some(described)),
         );
     }
     CreateTopicsResponse::default().with_topics(results)

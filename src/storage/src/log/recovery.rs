@@ -52,7 +52,11 @@ async fn recover_segments(
     let mut segments: Vec<Segment> = Vec::new();
     for (at, &base_offset) in base_offsets.iter().enumerate() {
         if segments.last().is_some_and(|previous| previous.next_offset != base_offset) {
-            tracing::warn!(dir = %dir.display(), %base_offset, "segment does not continue the log; deleting it and later ones");
+            tracing::warn!(
+                dir = %dir.display(),
+                %base_offset,
+                "segment does not continue the log; deleting it and later ones"
+            );
             return Ok((segments, base_offsets[at..].to_vec()));
         }
         let path = segment_path(dir, base_offset, LOG_EXTENSION);
