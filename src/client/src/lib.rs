@@ -65,7 +65,3 @@ pub use client::{BrokerInfo, Client, PartitionInfo};
 pub use config::ClientConfig;
 pub use error::{ClientError, DisconnectCause, ProduceError};
 
-#[cfg(test)]
-mod fake_broker_tests;
-#[cfg(test)]
-mod tester;
