@@ -376,7 +376,8 @@ impl Admin {
             .with_timeout_ms(self.timeout_ms())
             .with_topics(vec![CreatePartitionsTopic::default()
                 .with_name(topic_name(topic))
-                .with_count(total_count)]);
+                .with_count(total_count)
+                .with_assignments(None)]);
         let ResponseKind::CreatePartitions(response) = self
             .client
             .send(self.controller(), RequestKind::CreatePartitions(request))

@@ -45,6 +45,13 @@ pub async fn run_node(
         .await
         .map_err(|source| NodeError::Bind { address: address.clone(), source })?;
     let broker = broker::Broker::start(config.broker.clone(), disk, clock).await?;
+    // Printed only once the listener is bound and the data directory recovered, so scripts
+    // may wait for this line.
+    println!(
+        "weir {} serving Kafka on {address} (data in {})",
+        env!("CARGO_PKG_VERSION"),
+        config.broker.data_dir.display()
+    );
     tracing::info!(
         listener = %address,
         advertised = %format!("{}:{}", config.broker.advertised_host, config.broker.advertised_port),

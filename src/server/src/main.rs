@@ -266,13 +266,6 @@ fn server(config_file: Option<PathBuf>, overrides: &[String]) -> anyhow::Result<
     let threads = if config.worker_threads == 0 { std::thread::available_parallelism().map_or(2, usize::from) } else { config.worker_threads };
     let runtime = rt::runtime::build(threads).context("cannot start the runtime")?;
     runtime.block_on(async move {
-        println!(
-            "weir {} serving Kafka on {}:{} (data in {})",
-            env!("CARGO_PKG_VERSION"),
-            config.listen_host,
-            config.listen_port,
-            config.broker.data_dir.display()
-        );
         server::run_node(config, storage::OsDisk::shared(), rt::time::system_clock(), async {
             rt::signal::shutdown().await;
             tracing::info!("shutting down");

@@ -41,7 +41,12 @@ pub(crate) async fn handle(node: &Arc<Node>, request: ListOffsetsRequest, versio
             let answer = match requested.timestamp {
                 LATEST_TIMESTAMP => Ok(Some((partition.high_watermark(), -1))),
                 EARLIEST_TIMESTAMP | EARLIEST_LOCAL_TIMESTAMP => Ok(Some((partition.log.log_start_offset(), -1))),
-                MAX_TIMESTAMP => Ok(partition.log.max_timestamp()),
+                // The log knows which batch holds the largest timestamp; the exact record
+                // (KAFKA-16310) is the first one at that timestamp.
+                MAX_TIMESTAMP => match partition.log.max_timestamp() {
+                    Some((_, timestamp)) => partition.log.offset_for_timestamp(timestamp).await,
+                    None => Ok(None),
+                },
                 timestamp if timestamp >= 0 => partition.log.offset_for_timestamp(timestamp).await,
                 _ => {
                     partitions.push(response.with_error_code(ResponseError::InvalidRequest.code()));
