@@ -158,9 +158,16 @@ impl PartitionLog {
         }
         log_start_offset = log_start_offset.max(segments[0].base_offset);
 
+        // Whatever recovery adopts must be durable before it is served or appended to: a
+        // process that was killed mid-roll may have left segment files whose data or names
+        // were never fsynced, and a later power failure would take them, with any records
+        // acknowledged on top of them. Fsyncing a clean file costs next to nothing.
+        for segment in &segments {
+            segment.file.sync_data().await.map_err(StorageError::fsync(&segment.log_path))?;
+        }
+        disk.sync_dir(&dir).await.map_err(StorageError::fsync(&dir))?;
         let active = segments.last_mut().expect("recovery leaves at least one segment");
         if !active.is_empty() {
-            active.file.sync_data().await.map_err(StorageError::fsync(&active.log_path))?;
             let first_timestamp_ms = active.first_timestamp_ms.filter(|timestamp_ms| *timestamp_ms >= 0);
             active.rolling_base_ms = Some(first_timestamp_ms.map_or(now_ms, |timestamp_ms| timestamp_ms.min(now_ms)));
         }
