@@ -1,0 +1,705 @@
+//! `single_node_durability`: one weir node on a `SimDisk`, a workload of acks=all and acks=1
+//! producers and assigned consumers, and a nemesis.
+//!
+//! # Shape (drawn per seed: swarm testing)
+//!
+//! Partitions 1-4, two or three workload processes (each on its own simulated host; the third,
+//! when present, produces with acks=1), segment size 1-8 KiB, optional time-based rolls,
+//! disk and fsync latency, think time, and the nemesis's pace and mix of faults.
+//!
+//! # Faults (safety phase)
+//!
+//! * **power-fail crash**: `disk.freeze()` then `kill` in the same instant (so destructors
+//!   cannot flush), some downtime, `disk.crash()` (unsynced bytes dropped, appends torn at
+//!   random), restart;
+//! * **clean restart**: Ctrl-C, the node shuts down (flushing), restart;
+//! * **pause** of the node (a stop-the-world stall);
+//! * **partition** of the node from one client or from all (new connects refused, bytes held);
+//! * **disk full** window: capacity set just above what is used, then restored;
+//! * **slow disk** window: large latency bounds on every operation and on fsync;
+//! * **clock** jumps and drift changes of the node's wall clock;
+//! * **buggify** window: `rt::buggify()` points fire (dropped responses, slow fsync) and
+//!   madsim delays messages.
+//!
+//! # Checks
+//!
+//! * Continuously: the node never restarts unless the nemesis restarted it (a `fatal` from an
+//!   unexpected fsync failure or corrupt state is a failure); it never fails to start on a disk
+//!   with free space; client invariants from the workload (no out-of-range positions, no
+//!   corrupt records, no hung sends).
+//! * Liveness: after the faults stop, a produce to every partition must be acknowledged within
+//!   [`CONVERGENCE_MS`], and final reads must reach every partition's high watermark within
+//!   [`FINAL_READS_MS`] ("no convergence" otherwise).
+//! * History: `checker::check` finds no anomaly.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use client::consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
+use client::producer::Acks;
+use client::{Client, ClientConfig};
+use madsim::net::NetSim;
+use madsim::rand::{thread_rng, Rng};
+use madsim::runtime::{Handle, NodeHandle};
+use madsim::task::JoinHandle;
+use protocol::ids::{Offset, TopicPartition};
+use server::config::{NodeConfig, Settings};
+
+use super::workload::{self, Process, Recorder, WorkloadConfig, TOPIC};
+use super::{RunOptions, ScenarioOutcome};
+use crate::checker::{self, Op, Operation, Outcome};
+use crate::clock::SimClock;
+use crate::disk::{DiskFaults, SimDisk};
+use crate::trace::Trace;
+
+/// The node's address.
+const SERVER_IP: &str = "10.0.0.1";
+/// The Kafka port.
+const PORT: u16 = 9092;
+/// After the faults stop, a produce to every partition must succeed within this.
+pub const CONVERGENCE_MS: u64 = 30_000;
+/// Final reads must reach every high watermark within this.
+pub const FINAL_READS_MS: u64 = 60_000;
+/// Workload processes must finish their last operation within this after being told to stop.
+const STOP_MS: u64 = 60_000;
+/// History process ids of the liveness probe and the final reader.
+const PROBE_PROCESS: u64 = 90;
+const FINAL_PROCESS: u64 = 91;
+
+/// The nemesis's faults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    Crash,
+    CleanRestart,
+    Pause,
+    Partition,
+    DiskFull,
+    SlowDisk,
+    Clock,
+    Buggify,
+}
+
+const FAULTS: [Fault; 8] =
+    [Fault::Crash, Fault::CleanRestart, Fault::Pause, Fault::Partition, Fault::DiskFull, Fault::SlowDisk, Fault::Clock, Fault::Buggify];
+
+/// The seed's shape.
+#[derive(Debug, Clone)]
+struct Params {
+    partitions: u32,
+    acks_all_processes: u64,
+    acks_one_process: bool,
+    safety_ms: u64,
+    segment_bytes: u64,
+    roll_ms: Option<u64>,
+    retention_check_ms: u64,
+    reserve_bytes: u64,
+    disk_latency_us: u64,
+    fsync_latency_us: u64,
+    clock_offset_ms: i64,
+    drift_ppm: i64,
+    nemesis_mean_ms: u64,
+    weights: Vec<(Fault, u32)>,
+    workload: WorkloadConfig,
+}
+
+impl Params {
+    fn draw(options: &RunOptions) -> Params {
+        let mut rng = thread_rng();
+        let partitions = rng.gen_range(1..=4);
+        // Each fault type is off in about a fifth of the seeds, so the mix varies.
+        let weights = FAULTS.iter().map(|fault| (*fault, if rng.gen_bool(0.2) { 0 } else { rng.gen_range(1..=10) })).collect();
+        Params {
+            partitions,
+            acks_all_processes: rng.gen_range(2..=3),
+            acks_one_process: rng.gen_bool(0.7),
+            safety_ms: options.safety_ms.unwrap_or_else(|| rng.gen_range(super::SAFETY_MS_MIN..=super::SAFETY_MS_MAX)),
+            segment_bytes: rng.gen_range(1_024..=8_192),
+            roll_ms: rng.gen_bool(0.3).then(|| rng.gen_range(500..=10_000)),
+            retention_check_ms: rng.gen_range(100..=2_000),
+            reserve_bytes: if rng.gen_bool(0.5) { 0 } else { rng.gen_range(1..=16_384) },
+            disk_latency_us: rng.gen_range(0..=200),
+            fsync_latency_us: rng.gen_range(0..=5_000),
+            clock_offset_ms: rng.gen_range(-60_000..=60_000),
+            drift_ppm: rng.gen_range(-500..=500),
+            nemesis_mean_ms: rng.gen_range(300..=3_000),
+            weights,
+            workload: WorkloadConfig {
+                bootstrap: format!("{SERVER_IP}:{PORT}"),
+                partitions,
+                request_timeout_ms: rng.gen_range(1_000..=5_000),
+                delivery_timeout_ms: rng.gen_range(5_000..=15_000),
+                linger_ms: rng.gen_range(0..=5),
+                think_ms_max: rng.gen_range(0..=30),
+                send_percent: rng.gen_range(40..=85),
+                max_partition_fetch_bytes: rng.gen_range(64..=4_096),
+                poll_ms_max: rng.gen_range(10..=300),
+                sends_per_op_max: if rng.gen_bool(0.3) { 1 } else { rng.gen_range(2..=8) },
+            },
+        }
+    }
+
+    fn settings(&self) -> Settings {
+        let mut flags: Vec<String> = [
+            ("node.id", "1".to_owned()),
+            ("listeners", format!("PLAINTEXT://0.0.0.0:{PORT}")),
+            ("advertised.listeners", format!("PLAINTEXT://{SERVER_IP}:{PORT}")),
+            ("log.dirs", "/var/lib/weir".to_owned()),
+            ("log.segment.bytes", self.segment_bytes.to_string()),
+            ("log.retention.check.interval.ms", self.retention_check_ms.to_string()),
+            ("log.disk.reserve.bytes", self.reserve_bytes.to_string()),
+            ("auto.create.topics.enable", "false".to_owned()),
+        ]
+        .into_iter()
+        .flat_map(|(name, value)| [format!("--{}", name.replace('.', "-")), value])
+        .collect();
+        if let Some(roll_ms) = self.roll_ms {
+            flags.extend(["--log-roll-ms".to_owned(), roll_ms.to_string()]);
+        }
+        let mut settings = Settings::default();
+        settings.load_flags(&flags).expect("the simulator's broker settings are valid");
+        settings
+    }
+}
+
+/// The node and what survives its restarts.
+#[derive(Debug, Clone)]
+struct Server {
+    disk: SimDisk,
+    clock: SimClock,
+    recorder: Arc<Recorder>,
+    settings: Settings,
+    /// Incarnations started.
+    incarnations: Arc<AtomicU64>,
+    /// Restarts the nemesis asked for and the node has not yet begun.
+    restarts_expected: Arc<AtomicU64>,
+    /// Set by an incarnation when `run_node` returned after a clean shutdown.
+    stopped_cleanly: Arc<AtomicBool>,
+}
+
+impl Server {
+    async fn incarnation(self) {
+        let incarnation = self.incarnations.fetch_add(1, Ordering::SeqCst);
+        let expected = self.restarts_expected.load(Ordering::SeqCst);
+        if incarnation > 0 {
+            if expected == 0 {
+                self.recorder.fail(format!("node restarted by itself (incarnation {incarnation}): a fatal error or panic"));
+            } else {
+                let _ = self.restarts_expected.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        self.recorder.trace.event(format!(
+            "node incarnation {incarnation} starting (disk {} bytes used, clock offset {} ms)",
+            self.disk.used_bytes(),
+            self.clock.offset_ms()
+        ));
+        loop {
+            let config = NodeConfig::from_settings(&self.settings).expect("valid node config");
+            let disk: storage::SharedDisk = Arc::new(self.disk.clone());
+            let clock: rt::time::SharedClock = Arc::new(self.clock.clone());
+            match server::run_node(config, disk, clock, rt::signal::shutdown()).await {
+                Ok(()) => {
+                    self.recorder.trace.event(format!("node incarnation {incarnation} shut down cleanly"));
+                    self.stopped_cleanly.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Err(error) => {
+                    self.recorder.trace.event(format!("node incarnation {incarnation} failed to start: {error}"));
+                    if self.disk.capacity().is_none() {
+                        self.recorder.fail(format!("node failed to start on a disk with free space: {error}"));
+                    }
+                    madsim::time::sleep(Duration::from_millis(500)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Faults currently applied, so that the end of the safety phase can heal everything.
+#[derive(Debug, Default)]
+struct Windows {
+    disk_full: AtomicBool,
+    slow_disk: AtomicBool,
+    buggify: AtomicBool,
+    partitioned: AtomicBool,
+}
+
+struct Nemesis {
+    handle: Handle,
+    node: NodeHandle,
+    clients: Vec<NodeHandle>,
+    server: Server,
+    params: Arc<Params>,
+    trace: Trace,
+    windows: Arc<Windows>,
+    counts: BTreeMap<&'static str, u64>,
+    workarounds: bool,
+}
+
+impl Nemesis {
+    fn count(&mut self, name: &'static str) {
+        *self.counts.entry(name).or_default() += 1;
+    }
+
+    async fn run(mut self, until_ms: u64) -> BTreeMap<&'static str, u64> {
+        let total: u32 = self.params.weights.iter().map(|(_, weight)| weight).sum();
+        let mut running: Vec<JoinHandle<()>> = Vec::new();
+        if total == 0 {
+            self.trace.event("nemesis: every fault is off for this seed");
+        }
+        loop {
+            let pause = thread_rng().gen_range(0..=2 * self.params.nemesis_mean_ms);
+            madsim::time::sleep(Duration::from_millis(pause)).await;
+            if self.trace.now_ms() >= until_ms || total == 0 {
+                break;
+            }
+            let mut pick = thread_rng().gen_range(0..total);
+            let fault = self
+                .params
+                .weights
+                .iter()
+                .find(|(_, weight)| {
+                    if pick < *weight {
+                        true
+                    } else {
+                        pick -= weight;
+                        false
+                    }
+                })
+                .map(|(fault, _)| *fault)
+                .expect("pick < total");
+            match fault {
+                Fault::Crash => self.crash().await,
+                Fault::CleanRestart => self.clean_restart().await,
+                Fault::Pause => {
+                    let length = thread_rng().gen_range(50..=3_000);
+                    self.trace.event(format!("nemesis: pause node for {length} ms"));
+                    self.handle.pause(self.node.id());
+                    madsim::time::sleep(Duration::from_millis(length)).await;
+                    self.handle.resume(self.node.id());
+                    self.trace.event("nemesis: resume node");
+                    self.count("pause");
+                }
+                Fault::Clock => {
+                    let clock = &self.server.clock;
+                    if thread_rng().gen_bool(0.7) {
+                        // Stay within 30 minutes of true time, inside message.timestamp.after.max.ms.
+                        let target = thread_rng().gen_range(-1_800_000..=1_800_000i64);
+                        let delta = (target - clock.offset_ms()) / thread_rng().gen_range(1..=20);
+                        clock.jump(delta);
+                        self.trace.event(format!("nemesis: clock jump {delta} ms (offset now {} ms)", clock.offset_ms()));
+                    } else {
+                        let drift = thread_rng().gen_range(-1_000..=1_000);
+                        clock.set_drift_ppm(drift);
+                        self.trace.event(format!("nemesis: clock drift {drift} ppm"));
+                    }
+                    self.count("clock");
+                }
+                Fault::Partition => {
+                    if !self.windows.partitioned.swap(true, Ordering::SeqCst) {
+                        let length = thread_rng().gen_range(200..=5_000);
+                        let victims: Vec<NodeHandle> = if thread_rng().gen_bool(0.3) || self.clients.is_empty() {
+                            self.clients.clone()
+                        } else {
+                            vec![self.clients[thread_rng().gen_range(0..self.clients.len())].clone()]
+                        };
+                        let node = self.node.id();
+                        let ids: Vec<_> = victims.iter().map(NodeHandle::id).collect();
+                        self.trace.event(format!("nemesis: partition node from clients {ids:?} for {length} ms"));
+                        let net = NetSim::current();
+                        for id in &ids {
+                            net.clog_link(node, *id);
+                            net.clog_link(*id, node);
+                        }
+                        let (windows, trace) = (Arc::clone(&self.windows), self.trace.clone());
+                        running.push(madsim::task::spawn(async move {
+                            madsim::time::sleep(Duration::from_millis(length)).await;
+                            let net = NetSim::current();
+                            for id in &ids {
+                                net.unclog_link(node, *id);
+                                net.unclog_link(*id, node);
+                            }
+                            trace.event("nemesis: partition healed");
+                            windows.partitioned.store(false, Ordering::SeqCst);
+                        }));
+                        self.count("partition");
+                    }
+                }
+                Fault::DiskFull => {
+                    if !self.windows.disk_full.swap(true, Ordering::SeqCst) {
+                        let length = thread_rng().gen_range(200..=5_000);
+                        let used = self.server.disk.used_bytes();
+                        let room = thread_rng().gen_range(0..=8_192);
+                        self.server.disk.set_capacity(Some(used + room));
+                        self.trace.event(format!("nemesis: disk full ({used} used + {room} free) for {length} ms"));
+                        let (windows, trace, disk) = (Arc::clone(&self.windows), self.trace.clone(), self.server.disk.clone());
+                        running.push(madsim::task::spawn(async move {
+                            madsim::time::sleep(Duration::from_millis(length)).await;
+                            disk.set_capacity(None);
+                            trace.event("nemesis: disk space restored");
+                            windows.disk_full.store(false, Ordering::SeqCst);
+                        }));
+                        self.count("disk-full");
+                    }
+                }
+                Fault::SlowDisk => {
+                    if !self.windows.slow_disk.swap(true, Ordering::SeqCst) {
+                        let length = thread_rng().gen_range(200..=5_000);
+                        let latency_us = thread_rng().gen_range(1_000..=50_000);
+                        let fsync_us = thread_rng().gen_range(10_000..=500_000);
+                        self.server.disk.set_latency(latency_us, fsync_us);
+                        self.trace.event(format!("nemesis: slow disk ({latency_us} us, fsync {fsync_us} us) for {length} ms"));
+                        let (windows, trace, disk, params) = (Arc::clone(&self.windows), self.trace.clone(), self.server.disk.clone(), Arc::clone(&self.params));
+                        running.push(madsim::task::spawn(async move {
+                            madsim::time::sleep(Duration::from_millis(length)).await;
+                            disk.set_latency(params.disk_latency_us, params.fsync_latency_us);
+                            trace.event("nemesis: disk speed restored");
+                            windows.slow_disk.store(false, Ordering::SeqCst);
+                        }));
+                        self.count("slow-disk");
+                    }
+                }
+                Fault::Buggify => {
+                    if !self.windows.buggify.swap(true, Ordering::SeqCst) {
+                        let length = thread_rng().gen_range(100..=2_000);
+                        madsim::buggify::enable();
+                        self.trace.event(format!("nemesis: buggify on for {length} ms"));
+                        let (windows, trace) = (Arc::clone(&self.windows), self.trace.clone());
+                        running.push(madsim::task::spawn(async move {
+                            madsim::time::sleep(Duration::from_millis(length)).await;
+                            madsim::buggify::disable();
+                            trace.event("nemesis: buggify off");
+                            windows.buggify.store(false, Ordering::SeqCst);
+                        }));
+                        self.count("buggify");
+                    }
+                }
+            }
+        }
+        for window in running {
+            let _ = window.await;
+        }
+        self.trace.event("nemesis: stopped, every fault healed");
+        self.counts
+    }
+
+    async fn crash(&mut self) {
+        let down_ms = thread_rng().gen_range(1..=2_000);
+        // Freeze and kill in the same instant: from here nothing the node does reaches the disk.
+        self.server.disk.freeze();
+        self.handle.kill(self.node.id());
+        self.trace.event(format!("nemesis: power failure, node down for {down_ms} ms"));
+        // The killed node's futures (and their destructors) run on the next pass, frozen.
+        madsim::time::sleep(Duration::from_millis(down_ms)).await;
+        let lost = self.server.disk.crash();
+        self.trace.event(format!("nemesis: crash lost {} bytes; restarting node", lost.lost_bytes));
+        for change in &lost.changes {
+            self.trace.event(format!("nemesis: crash: {change}"));
+        }
+        let _ = self.server.restarts_expected.fetch_add(1, Ordering::SeqCst);
+        self.handle.restart(self.node.id());
+        self.count("crash");
+    }
+
+    async fn clean_restart(&mut self) {
+        self.trace.event("nemesis: ctrl-c to node");
+        self.server.stopped_cleanly.store(false, Ordering::SeqCst);
+        self.handle.send_ctrl_c(self.node.id());
+        // A node that has not yet installed its Ctrl-C handler (still recovering) is killed by
+        // the signal instead, as a process would be: that is a crash without power loss.
+        let deadline = self.trace.now_ms() + 10_000;
+        let node = self.node.id();
+        let done = |nemesis: &Self| nemesis.server.stopped_cleanly.load(Ordering::SeqCst) || nemesis.handle.is_exit(node);
+        while !done(self) && self.trace.now_ms() < deadline {
+            madsim::time::sleep(Duration::from_millis(10)).await;
+        }
+        if !done(self) {
+            self.server.recorder.fail("node did not shut down within 10 s of ctrl-c");
+        } else if !self.server.stopped_cleanly.load(Ordering::SeqCst) {
+            self.trace.event("nemesis: ctrl-c killed the node before it served");
+        }
+        // Kill what is left (connection tasks) and start a new incarnation on the same disk.
+        self.handle.kill(self.node.id());
+        madsim::time::sleep(Duration::from_millis(1)).await;
+        let _ = self.server.restarts_expected.fetch_add(1, Ordering::SeqCst);
+        self.handle.restart(self.node.id());
+        self.trace.event("nemesis: node restarted after clean shutdown");
+        self.count("clean-restart");
+    }
+}
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().expect("valid IP literal")
+}
+
+/// Creates the topic, retrying until the node answers.
+async fn create_topic(recorder: &Arc<Recorder>, params: &Params) -> Result<(), String> {
+    let config = ClientConfig { bootstrap_servers: vec![params.workload.bootstrap.clone()], request_timeout_ms: 5_000, ..ClientConfig::default() };
+    for attempt in 0..20 {
+        let outcome = async {
+            let client = Client::connect(config.clone()).await.map_err(|error| error.to_string())?;
+            let admin = client::admin::Admin::new(&client);
+            let topic = client::admin::NewTopic {
+                name: TOPIC.to_owned(),
+                num_partitions: params.partitions as i32,
+                replication_factor: 1,
+                configs: Vec::new(),
+            };
+            admin.create_topics(&[topic], false).await.map_err(|error| error.to_string())?;
+            Ok::<(), String>(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                recorder.trace.event(format!("topic {TOPIC} created with {} partitions", params.partitions));
+                return Ok(());
+            }
+            Err(error) => {
+                recorder.trace.event(format!("create topic attempt {attempt} failed: {error}"));
+                madsim::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    Err("the topic could not be created before any fault".to_owned())
+}
+
+/// Liveness: a produce to every partition must be acknowledged within [`CONVERGENCE_MS`].
+async fn probe(recorder: Arc<Recorder>, workload: WorkloadConfig) -> Result<(), String> {
+    let deadline = recorder.trace.now_ms() + CONVERGENCE_MS;
+    let give_up = AtomicBool::new(false);
+    let connect = Process::connect(PROBE_PROCESS, Acks::All, Arc::clone(&recorder), workload.clone(), &give_up);
+    let Ok(Some(mut process)) = madsim::time::timeout(Duration::from_millis(CONVERGENCE_MS), connect).await else {
+        return Err(format!("no convergence: the probe could not connect within {CONVERGENCE_MS} ms"));
+    };
+    for key in 0..workload.partitions {
+        loop {
+            if process.send(key).await == Outcome::Ok {
+                break;
+            }
+            if recorder.trace.now_ms() >= deadline {
+                return Err(format!("no convergence: no produce to key {key} was acknowledged within {CONVERGENCE_MS} ms after the faults stopped"));
+            }
+            madsim::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    recorder.trace.event("liveness: every partition accepted a produce");
+    Ok(())
+}
+
+/// Final reads: from offset 0 of every partition until each position reaches the partition's
+/// high watermark.
+async fn final_reads(recorder: Arc<Recorder>, workload: WorkloadConfig) -> Result<(), String> {
+    let started = recorder.trace.now_ms();
+    let config = ClientConfig { bootstrap_servers: vec![workload.bootstrap.clone()], request_timeout_ms: workload.request_timeout_ms, ..ClientConfig::default() };
+    let client = loop {
+        match Client::connect(config.clone()).await {
+            Ok(client) => break client,
+            Err(error) if recorder.trace.now_ms() < started + FINAL_READS_MS => {
+                recorder.trace.event(format!("final reads: connect failed: {error}"));
+                madsim::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(format!("no convergence: final reads could not connect: {error}")),
+        }
+    };
+    let consumer_config = ConsumerConfig { fetch_max_wait_ms: 100, auto_offset_reset: OffsetReset::None, ..ConsumerConfig::default() };
+    let mut consumer = Consumer::new(client, consumer_config).map_err(|error| error.to_string())?;
+    let partitions: Vec<TopicPartition> = (0..workload.partitions).map(|key| TopicPartition::new(TOPIC, key as i32)).collect();
+    consumer.assign(partitions.clone());
+    for partition in &partitions {
+        consumer.seek(partition, SeekTo::Offset(Offset(0))).await.map_err(|error| error.to_string())?;
+    }
+    let now = recorder.trace.now_ms();
+    recorder.record(Op { process: FINAL_PROCESS, invoke_ms: now, complete_ms: now, operation: Operation::Reposition, outcome: Outcome::Ok });
+    loop {
+        let caught_up = partitions.iter().all(|partition| match (consumer.position(partition), consumer.high_watermark(partition)) {
+            (Some(position), Some(high_watermark)) => position >= high_watermark,
+            _ => false,
+        });
+        if caught_up {
+            let ends: Vec<i64> = partitions.iter().filter_map(|partition| consumer.position(partition)).map(|offset| offset.0).collect();
+            recorder.trace.event(format!("final reads: reached the high watermarks {ends:?}"));
+            return Ok(());
+        }
+        if recorder.trace.now_ms() >= started + FINAL_READS_MS {
+            let state: Vec<String> = partitions
+                .iter()
+                .map(|partition| format!("{partition}: position {:?} high watermark {:?}", consumer.position(partition), consumer.high_watermark(partition)))
+                .collect();
+            return Err(format!("no convergence: final reads did not reach the high watermarks within {FINAL_READS_MS} ms ({})", state.join(", ")));
+        }
+        let invoke_ms = recorder.trace.now_ms();
+        match consumer.poll(Duration::from_millis(500)).await {
+            Ok(records) => {
+                let mut reads: BTreeMap<u32, Vec<(i64, u64)>> = BTreeMap::new();
+                for record in records {
+                    let value = record.value.as_deref().and_then(|bytes| std::str::from_utf8(bytes).ok()).and_then(|text| text.parse().ok());
+                    match value {
+                        Some(value) => reads.entry(record.partition as u32).or_default().push((record.offset.0, value)),
+                        None => recorder.fail(format!("final reads: record at partition {} offset {} is not a workload value", record.partition, record.offset.0)),
+                    }
+                }
+                let count: usize = reads.values().map(Vec::len).sum();
+                if count > 0 {
+                    let last: Vec<String> = reads.iter().map(|(key, records)| format!("k{key}..{}", records.last().map_or(-1, |(offset, _)| *offset))).collect();
+                    recorder.trace.event(format!("final poll {count} records {}", last.join(" ")));
+                }
+                let complete_ms = recorder.trace.now_ms();
+                recorder.record(Op { process: FINAL_PROCESS, invoke_ms, complete_ms, operation: Operation::Poll { reads }, outcome: Outcome::Ok });
+            }
+            Err(error) => {
+                recorder.trace.event(format!("final poll error: {error}"));
+                if let client::ClientError::OffsetOutOfRange { .. } | client::ClientError::CorruptRecords { .. } = error {
+                    return Err(format!("final reads failed: {error}"));
+                }
+            }
+        }
+    }
+}
+
+/// Runs the scenario; called inside a fresh madsim runtime.
+pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
+    let handle = Handle::current();
+    let params = Arc::new(Params::draw(options));
+    let weights: Vec<String> = params.weights.iter().map(|(fault, weight)| format!("{fault:?}={weight}")).collect();
+    trace.event(format!(
+        "params: partitions {} processes {}+{} safety {} ms segment {} B roll {:?} retention-check {} ms reserve {} B disk {} us fsync {} us clock {} ms {} ppm nemesis every ~{} ms [{}] {:?}",
+        params.partitions,
+        params.acks_all_processes,
+        u8::from(params.acks_one_process),
+        params.safety_ms,
+        params.segment_bytes,
+        params.roll_ms,
+        params.retention_check_ms,
+        params.reserve_bytes,
+        params.disk_latency_us,
+        params.fsync_latency_us,
+        params.clock_offset_ms,
+        params.drift_ppm,
+        params.nemesis_mean_ms,
+        weights.join(" "),
+        params.workload,
+    ));
+    let recorder = Recorder::new(trace.clone());
+    let disk = SimDisk::new(DiskFaults { capacity_bytes: None, latency_us_max: params.disk_latency_us, fsync_latency_us_max: params.fsync_latency_us });
+    let server = Server {
+        disk: disk.clone(),
+        clock: SimClock::new(params.clock_offset_ms, params.drift_ppm),
+        recorder: Arc::clone(&recorder),
+        settings: params.settings(),
+        incarnations: Arc::new(AtomicU64::new(0)),
+        restarts_expected: Arc::new(AtomicU64::new(0)),
+        stopped_cleanly: Arc::new(AtomicBool::new(false)),
+    };
+    let node = {
+        let server = server.clone();
+        handle
+            .create_node()
+            .name("weir-1")
+            .ip(ip(SERVER_IP))
+            .init(move || server.clone().incarnation())
+            .restart_on_panic_matching("weir fatal")
+            .build()
+    };
+
+    // Setup, before any fault.
+    let setup = handle.create_node().name("setup").ip(ip("10.0.9.1")).build();
+    let created = {
+        let (recorder, params) = (Arc::clone(&recorder), Arc::clone(&params));
+        setup.spawn(async move { create_topic(&recorder, &params).await }).await
+    };
+    let mut failures = Vec::new();
+    match created {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => failures.push(error),
+        Err(error) => failures.push(format!("setup task failed: {error}")),
+    }
+    if !failures.is_empty() {
+        return ScenarioOutcome { failures, summary: String::new() };
+    }
+
+    // Safety phase: the workload under faults.
+    let stop = Arc::new(AtomicBool::new(false));
+    let process_count = params.acks_all_processes + u64::from(params.acks_one_process);
+    let mut clients = Vec::new();
+    let mut workers = Vec::new();
+    for id in 0..process_count {
+        let acks = if id < params.acks_all_processes { Acks::All } else { Acks::Leader };
+        let client_node = handle.create_node().name(format!("client-{id}")).ip(ip(&format!("10.0.1.{}", id + 1))).build();
+        let (recorder, workload, stop) = (Arc::clone(&recorder), params.workload.clone(), Arc::clone(&stop));
+        workers.push(client_node.spawn(workload::run_process(id, acks, recorder, workload, stop)));
+        clients.push(client_node);
+    }
+    let safety_end = trace.now_ms() + params.safety_ms;
+    let nemesis = Nemesis {
+        handle: handle.clone(),
+        node: node.clone(),
+        clients: clients.clone(),
+        server: server.clone(),
+        params: Arc::clone(&params),
+        trace: trace.clone(),
+        windows: Arc::new(Windows::default()),
+        counts: BTreeMap::new(),
+        workarounds: options.workarounds,
+    };
+    let fault_counts = nemesis.run(safety_end).await;
+
+    // Liveness phase: faults have stopped; the workload stops, then the node must converge.
+    trace.event("liveness phase: faults stopped");
+    stop.store(true, Ordering::SeqCst);
+    for (id, worker) in workers.into_iter().enumerate() {
+        match madsim::time::timeout(Duration::from_millis(STOP_MS), worker).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => failures.push(format!("workload process {id} failed: {error}")),
+            Err(_) => failures.push(format!("workload process {id} did not finish its operation within {STOP_MS} ms of the stop")),
+        }
+    }
+    let checker_node = handle.create_node().name("checker").ip(ip("10.0.2.1")).build();
+    let liveness = {
+        let (recorder, workload) = (Arc::clone(&recorder), params.workload.clone());
+        checker_node
+            .spawn(async move {
+                probe(Arc::clone(&recorder), workload.clone()).await?;
+                final_reads(recorder, workload).await
+            })
+            .await
+    };
+    match liveness {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => failures.push(error),
+        Err(error) => failures.push(format!("liveness task failed: {error}")),
+    }
+
+    // History checks.
+    let history = recorder.history();
+    let report = checker::check(&history);
+    for (name, instances) in &report.anomalies {
+        for instance in instances {
+            failures.push(format!("{name}: {instance}"));
+        }
+    }
+    failures.extend(recorder.failures());
+    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    for op in &history {
+        let kind = match &op.operation {
+            Operation::Send { durable: true, .. } => "send",
+            Operation::Send { durable: false, .. } => "send1",
+            Operation::Poll { .. } => "poll",
+            Operation::Reposition => continue,
+        };
+        *outcomes.entry(format!("{kind}:{:?}", op.outcome)).or_default() += 1;
+    }
+    let summary = format!(
+        "ops {outcomes:?} acknowledged {} offsets-observed {} faults {fault_counts:?} incarnations {} disk-syncs {}",
+        report.acknowledged,
+        report.observed_offsets,
+        server.incarnations.load(Ordering::SeqCst),
+        disk.syncs()
+    );
+    trace.event(format!("summary: {summary}"));
+    for failure in &failures {
+        trace.event(format!("FAILURE {failure}"));
+    }
+    ScenarioOutcome { failures, summary }
+}

@@ -1,0 +1,361 @@
+//! The workload: client processes that send unique integers and poll them back through weir's
+//! native client, recording every operation for the checker.
+//!
+//! Jepsen's Kafka model: integer keys map one-to-one onto the partitions of one topic, values
+//! are unique across the run, and each process owns a producer and a consumer and performs one
+//! operation at a time. A send's outcome is `Ok` with the offset, `Fail` only when the record
+//! certainly was not written (the producer refused it, or the broker answered a definite error
+//! code), and `Info` otherwise (timeouts, lost connections, REQUEST_TIMED_OUT). The producer
+//! never retries (`retries = 0`): without idempotence a retry after a lost response would
+//! legitimately write a record twice, which the checker would report as a duplicate.
+//!
+//! Consumers use manual assignment and never reset their position silently
+//! (`auto_offset_reset = None`): an out-of-range position is a lost committed record and is
+//! reported.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use client::consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
+use client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
+use client::{Client, ClientConfig, ClientError, ProduceError};
+use madsim::rand::{thread_rng, Rng};
+use protocol::ids::{Offset, TopicPartition};
+use protocol::ResponseError;
+
+use crate::checker::{Op, Operation, Outcome};
+use crate::trace::Trace;
+
+/// The workload's topic.
+pub const TOPIC: &str = "jepsen";
+
+/// The shared record of a run: the history, the value counter and invariant failures.
+#[derive(Debug)]
+pub struct Recorder {
+    /// The run's trace.
+    pub trace: Trace,
+    history: Mutex<Vec<Op>>,
+    next_value: AtomicU64,
+    failures: Mutex<Vec<String>>,
+}
+
+impl Recorder {
+    /// An empty record.
+    pub fn new(trace: Trace) -> Arc<Recorder> {
+        Arc::new(Recorder { trace, history: Mutex::new(Vec::new()), next_value: AtomicU64::new(1), failures: Mutex::new(Vec::new()) })
+    }
+
+    /// A value never used before in this run.
+    pub fn next_value(&self) -> u64 {
+        self.next_value.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Appends a completed operation.
+    pub fn record(&self, op: Op) {
+        self.history.lock().expect("history lock").push(op);
+    }
+
+    /// Reports a violated invariant (the run fails).
+    pub fn fail(&self, text: impl Into<String>) {
+        let text = text.into();
+        self.trace.event(format!("INVARIANT VIOLATED: {text}"));
+        self.failures.lock().expect("failures lock").push(text);
+    }
+
+    /// The history so far.
+    pub fn history(&self) -> Vec<Op> {
+        self.history.lock().expect("history lock").clone()
+    }
+
+    /// The invariant failures so far.
+    pub fn failures(&self) -> Vec<String> {
+        self.failures.lock().expect("failures lock").clone()
+    }
+}
+
+/// How the workload's clients behave (drawn per seed).
+#[derive(Debug, Clone)]
+pub struct WorkloadConfig {
+    /// The broker's `host:port`.
+    pub bootstrap: String,
+    /// Partitions (= keys).
+    pub partitions: u32,
+    /// Client request timeout.
+    pub request_timeout_ms: u64,
+    /// Producer delivery timeout.
+    pub delivery_timeout_ms: u64,
+    /// Producer linger.
+    pub linger_ms: u64,
+    /// Upper bound of the pause between two operations of a process.
+    pub think_ms_max: u64,
+    /// Percent of operations that are sends (the rest are polls, and a few repositions).
+    pub send_percent: u32,
+    /// Consumer `max_partition_fetch_bytes` (small: polls return part of what is there).
+    pub max_partition_fetch_bytes: i32,
+    /// Upper bound of one poll's timeout.
+    pub poll_ms_max: u64,
+    /// Upper bound of the records one send operation sends at once.
+    pub sends_per_op_max: u32,
+}
+
+/// Whether a broker error code means the record certainly was not written.
+pub fn classify_code(error: ResponseError) -> Outcome {
+    match error {
+        // The append happened (or may have) and only the wait for durability ended.
+        ResponseError::RequestTimedOut
+        | ResponseError::NotEnoughReplicasAfterAppend
+        | ResponseError::NetworkException
+        | ResponseError::UnknownServerError => Outcome::Info,
+        _ => Outcome::Fail,
+    }
+}
+
+fn classify_client_error(error: &ClientError) -> Outcome {
+    match error {
+        ClientError::Broker { error, .. } => classify_code(*error),
+        _ => Outcome::Info,
+    }
+}
+
+/// The outcome of a send whose delivery failed.
+pub fn classify_send_error(error: &ProduceError) -> Outcome {
+    match error {
+        ProduceError::Broker { error, .. } => classify_code(*error),
+        ProduceError::RetriesExhausted { last_error, .. } => classify_client_error(last_error),
+        ProduceError::Client(error) => classify_client_error(error),
+        _ => Outcome::Info,
+    }
+}
+
+fn parse_value(bytes: Option<&[u8]>) -> Option<u64> {
+    std::str::from_utf8(bytes?).ok()?.parse().ok()
+}
+
+/// One workload process: a client with a producer and an assigned consumer.
+#[derive(Debug)]
+pub struct Process {
+    /// The process id in the history.
+    pub id: u64,
+    acks: Acks,
+    recorder: Arc<Recorder>,
+    config: WorkloadConfig,
+    producer: Producer,
+    consumer: Consumer,
+    /// Highest offset this process has polled per key (for repositions).
+    polled_max: BTreeMap<u32, i64>,
+}
+
+impl Process {
+    /// Connects, retrying until it works or `give_up` is set.
+    pub async fn connect(id: u64, acks: Acks, recorder: Arc<Recorder>, config: WorkloadConfig, give_up: &AtomicBool) -> Option<Process> {
+        let client_config = ClientConfig {
+            bootstrap_servers: vec![config.bootstrap.clone()],
+            client_id: format!("p{id}"),
+            request_timeout_ms: config.request_timeout_ms,
+            retry_backoff_ms: 50,
+            ..ClientConfig::default()
+        };
+        let client = loop {
+            if give_up.load(Ordering::Relaxed) {
+                return None;
+            }
+            match Client::connect(client_config.clone()).await {
+                Ok(client) => break client,
+                Err(error) => {
+                    recorder.trace.event(format!("p{id} connect failed: {error}"));
+                    madsim::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        let producer_config = ProducerConfig {
+            acks,
+            linger_ms: config.linger_ms,
+            retries: 0,
+            delivery_timeout_ms: config.delivery_timeout_ms,
+            ..ProducerConfig::default()
+        };
+        let producer = Producer::new(client.clone(), producer_config).expect("valid producer config");
+        let consumer_config = ConsumerConfig {
+            fetch_max_wait_ms: 100,
+            max_partition_fetch_bytes: config.max_partition_fetch_bytes,
+            auto_offset_reset: OffsetReset::None,
+            ..ConsumerConfig::default()
+        };
+        let consumer = Consumer::new(client, consumer_config).expect("valid consumer config");
+        let mut process = Process { id, acks, recorder, config, producer, consumer, polled_max: BTreeMap::new() };
+        process.reposition(true).await;
+        Some(process)
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.recorder.trace.now_ms()
+    }
+
+    /// Assigns every partition and seeks each to the beginning (`to_start`) or to a random
+    /// offset this process has already read (so never past the high watermark).
+    pub async fn reposition(&mut self, to_start: bool) {
+        let partitions: Vec<TopicPartition> = (0..self.config.partitions).map(|key| TopicPartition::new(TOPIC, key as i32)).collect();
+        self.consumer.assign(partitions.clone());
+        let mut positions = Vec::with_capacity(partitions.len());
+        for (key, partition) in partitions.iter().enumerate() {
+            let highest = self.polled_max.get(&(key as u32)).copied().unwrap_or(-1);
+            let position = if to_start || highest < 0 { 0 } else { thread_rng().gen_range(0..=highest + 1) };
+            positions.push(position);
+            // An explicit offset needs no request, so this cannot fail.
+            if let Err(error) = self.consumer.seek(partition, SeekTo::Offset(Offset(position))).await {
+                self.recorder.fail(format!("p{} seek to an explicit offset failed: {error}", self.id));
+            }
+        }
+        let now = self.now_ms();
+        self.recorder.trace.event(format!("p{} reposition {positions:?}", self.id));
+        self.recorder.record(Op { process: self.id, invoke_ms: now, complete_ms: now, operation: Operation::Reposition, outcome: Outcome::Ok });
+    }
+
+    /// Sends one new value to `key` and records the outcome.
+    pub async fn send(&mut self, key: u32) -> Outcome {
+        self.send_many(&[key]).await[0]
+    }
+
+    /// Sends a new value to each key at once (they share batches and requests, and arrive
+    /// together at the broker's group commit), then waits for every delivery and records each
+    /// outcome, in send order.
+    pub async fn send_many(&mut self, keys: &[u32]) -> Vec<Outcome> {
+        let durable = self.acks == Acks::All;
+        let kind = if durable { "send" } else { "send1" };
+        let invoke_ms = self.now_ms();
+        let mut pending = Vec::with_capacity(keys.len());
+        for key in keys {
+            let value = self.recorder.next_value();
+            self.recorder.trace.event(format!("p{} {kind} k{key} v{value}", self.id));
+            let record = ProducerRecord::new(TOPIC, value.to_string()).with_key(key.to_string()).with_partition(*key as i32);
+            pending.push((*key, value, self.producer.send(record).await));
+        }
+        let bound = Duration::from_millis(self.config.delivery_timeout_ms + 5_000);
+        let mut outcomes = Vec::with_capacity(keys.len());
+        for (key, value, accepted) in pending {
+            let (outcome, offset, detail) = match accepted {
+                Err(error) => (Outcome::Fail, None, error.to_string()),
+                Ok(delivery) => match madsim::time::timeout(bound, delivery).await {
+                    Ok(Ok(metadata)) => (Outcome::Ok, Some(metadata.offset.0), String::new()),
+                    Ok(Err(error)) => (classify_send_error(&error), None, error.to_string()),
+                    Err(_) => {
+                        self.recorder.fail(format!("p{} send of v{value} neither completed nor timed out within {bound:?}", self.id));
+                        (Outcome::Info, None, "delivery future hung".to_owned())
+                    }
+                },
+            };
+            let complete_ms = self.now_ms();
+            match (outcome, offset) {
+                (Outcome::Ok, Some(offset)) => self.recorder.trace.event(format!("p{} {kind} k{key} v{value} ok @{offset}", self.id)),
+                _ => self.recorder.trace.event(format!("p{} {kind} k{key} v{value} {outcome:?}: {detail}", self.id)),
+            }
+            self.recorder.record(Op { process: self.id, invoke_ms, complete_ms, operation: Operation::Send { key, value, offset, durable }, outcome });
+            outcomes.push(outcome);
+        }
+        outcomes
+    }
+
+    /// Polls once and records what it read. Returns the records read per key.
+    pub async fn poll(&mut self, timeout: Duration) -> Option<BTreeMap<u32, Vec<(i64, u64)>>> {
+        let invoke_ms = self.now_ms();
+        let result = self.consumer.poll(timeout).await;
+        let complete_ms = self.now_ms();
+        match result {
+            Ok(records) => {
+                let mut reads: BTreeMap<u32, Vec<(i64, u64)>> = BTreeMap::new();
+                for record in records {
+                    let key = u32::try_from(record.partition).unwrap_or(u32::MAX);
+                    match parse_value(record.value.as_deref()) {
+                        Some(value) => reads.entry(key).or_default().push((record.offset.0, value)),
+                        None => self.recorder.fail(format!(
+                            "p{} read a record that is not a workload value at key {key} offset {}: {:?}",
+                            self.id, record.offset.0, record.value
+                        )),
+                    }
+                }
+                for (key, records) in &reads {
+                    if let Some((offset, _)) = records.last() {
+                        let highest = self.polled_max.entry(*key).or_insert(*offset);
+                        *highest = (*highest).max(*offset);
+                    }
+                }
+                if !reads.is_empty() {
+                    let text: Vec<String> = reads
+                        .iter()
+                        .map(|(key, records)| {
+                            let pairs: Vec<String> = records.iter().map(|(offset, value)| format!("{offset}:{value}")).collect();
+                            format!("k{key}[{}]", pairs.join(" "))
+                        })
+                        .collect();
+                    self.recorder.trace.event(format!("p{} poll {}", self.id, text.join(" ")));
+                }
+                self.recorder.record(Op { process: self.id, invoke_ms, complete_ms, operation: Operation::Poll { reads: reads.clone() }, outcome: Outcome::Ok });
+                Some(reads)
+            }
+            Err(error) => {
+                self.recorder.trace.event(format!("p{} poll error: {error}", self.id));
+                match &error {
+                    ClientError::OffsetOutOfRange { topic_partition, offset } => {
+                        // Positions come only from records read below the high watermark, which
+                        // is durable: the log lost committed records.
+                        self.recorder.fail(format!("p{} position {offset} of {topic_partition} is out of range (committed records lost?)", self.id));
+                        self.reposition(true).await;
+                    }
+                    ClientError::CorruptRecords { .. } => self.recorder.fail(format!("p{} fetched corrupt records: {error}", self.id)),
+                    _ => {}
+                }
+                let outcome = match error.response_error() {
+                    Some(_) => Outcome::Fail,
+                    None => Outcome::Info,
+                };
+                self.recorder.record(Op { process: self.id, invoke_ms, complete_ms, operation: Operation::Poll { reads: BTreeMap::new() }, outcome });
+                None
+            }
+        }
+    }
+
+    /// Highest offset this process has read per key.
+    pub fn polled_max(&self) -> &BTreeMap<u32, i64> {
+        &self.polled_max
+    }
+
+    /// The consumer (for the final reads).
+    pub fn consumer(&self) -> &Consumer {
+        &self.consumer
+    }
+}
+
+/// A workload process's life: connect, then send/poll/reposition until `stop` is set.
+pub async fn run_process(id: u64, acks: Acks, recorder: Arc<Recorder>, config: WorkloadConfig, stop: Arc<AtomicBool>) {
+    let Some(mut process) = Process::connect(id, acks, Arc::clone(&recorder), config.clone(), &stop).await else {
+        return;
+    };
+    let mut operations: u64 = 0;
+    while !stop.load(Ordering::Relaxed) {
+        let think = thread_rng().gen_range(0..=config.think_ms_max);
+        if think > 0 {
+            madsim::time::sleep(Duration::from_millis(think)).await;
+        }
+        let roll = thread_rng().gen_range(0..100u32);
+        if roll < config.send_percent {
+            let count = thread_rng().gen_range(1..=config.sends_per_op_max.max(1));
+            let keys: Vec<u32> = (0..count).map(|_| thread_rng().gen_range(0..config.partitions)).collect();
+            let outcomes = process.send_many(&keys).await;
+            if outcomes.iter().any(|outcome| *outcome != Outcome::Ok) {
+                // Back off like a real client instead of spinning against a down or full node.
+                let backoff = thread_rng().gen_range(10..=100);
+                madsim::time::sleep(Duration::from_millis(backoff)).await;
+            }
+        } else if roll < config.send_percent + 2 {
+            let to_start = thread_rng().gen_bool(0.5);
+            process.reposition(to_start).await;
+        } else {
+            let timeout = Duration::from_millis(thread_rng().gen_range(10..=config.poll_ms_max.max(10)));
+            let _ = process.poll(timeout).await;
+        }
+        operations += 1;
+    }
+    recorder.trace.event(format!("p{id} stopped after {operations} operations"));
+}
