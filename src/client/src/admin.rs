@@ -33,6 +33,17 @@ use protocol::kafka_protocol::protocol::StrBytes;
 use crate::client::{topic_name, BrokerInfo, Client, PartitionInfo};
 use crate::error::ClientError;
 
+/// Sends `request` as `RequestKind::$kind` and unwraps `ResponseKind::$kind`, returning
+/// `UnexpectedResponse` from the enclosing function if the broker answered anything else.
+macro_rules! send {
+    ($client:expr, $broker:expr, $kind:ident, $request:expr) => {
+        match $client.send($broker, RequestKind::$kind($request)).await? {
+            ResponseKind::$kind(response) => response,
+            _ => return Err(ClientError::UnexpectedResponse { api_key: ApiKey::$kind }),
+        }
+    };
+}
+
 /// Kafka's `ConfigResource.Type` for topics.
 const RESOURCE_TYPE_TOPIC: i8 = 2;
 /// Kafka's `ConfigResource.Type` for brokers.
@@ -253,15 +264,7 @@ impl Admin {
                     })
                     .collect(),
             );
-        let ResponseKind::CreateTopics(response) = self
-            .client
-            .send(self.controller(), RequestKind::CreateTopics(request))
-            .await?
-        else {
-            return Err(ClientError::UnexpectedResponse {
-                api_key: ApiKey::CreateTopics,
-            });
-        };
+        let response = send!(self.client, self.controller(), CreateTopics, request);
         let results = response
             .topics
             .into_iter()
@@ -378,15 +381,7 @@ impl Admin {
                 .with_name(topic_name(topic))
                 .with_count(total_count)
                 .with_assignments(None)]);
-        let ResponseKind::CreatePartitions(response) = self
-            .client
-            .send(self.controller(), RequestKind::CreatePartitions(request))
-            .await?
-        else {
-            return Err(ClientError::UnexpectedResponse {
-                api_key: ApiKey::CreatePartitions,
-            });
-        };
+        let response = send!(self.client, self.controller(), CreatePartitions, request);
         let result = response
             .results
             .into_iter()
@@ -437,15 +432,7 @@ impl Admin {
                 .with_resource_name(StrBytes::from_string(name.to_owned()))
                 .with_configuration_keys(None),
         ]);
-        let ResponseKind::DescribeConfigs(response) = self
-            .client
-            .send(broker, RequestKind::DescribeConfigs(request))
-            .await?
-        else {
-            return Err(ClientError::UnexpectedResponse {
-                api_key: ApiKey::DescribeConfigs,
-            });
-        };
+        let response = send!(self.client, broker, DescribeConfigs, request);
         let result = response.results.into_iter().next().ok_or_else(|| {
             ClientError::MissingFromResponse {
                 api_key: ApiKey::DescribeConfigs,
@@ -484,15 +471,7 @@ impl Admin {
                 .with_resource_name(StrBytes::from_string(topic.to_owned()))
                 .with_configs(configs),
         ]);
-        let ResponseKind::IncrementalAlterConfigs(response) = self
-            .client
-            .send(None, RequestKind::IncrementalAlterConfigs(request))
-            .await?
-        else {
-            return Err(ClientError::UnexpectedResponse {
-                api_key: ApiKey::IncrementalAlterConfigs,
-            });
-        };
+        let response = send!(self.client, None, IncrementalAlterConfigs, request);
         let result = response.responses.into_iter().next().ok_or_else(|| {
             ClientError::MissingFromResponse {
                 api_key: ApiKey::IncrementalAlterConfigs,
@@ -533,15 +512,7 @@ impl Admin {
                 .with_partitions(vec![DeleteRecordsPartition::default()
                     .with_partition_index(topic_partition.partition.0)
                     .with_offset(before.0)])]);
-        let ResponseKind::DeleteRecords(response) = self
-            .client
-            .send(Some(leader), RequestKind::DeleteRecords(request))
-            .await?
-        else {
-            return Err(ClientError::UnexpectedResponse {
-                api_key: ApiKey::DeleteRecords,
-            });
-        };
+        let response = send!(self.client, Some(leader), DeleteRecords, request);
         let result = response
             .topics
             .into_iter()
@@ -561,15 +532,7 @@ impl Admin {
     /// `Broker`, connection and request errors.
     pub async fn describe_cluster(&self) -> Result<ClusterDescription, ClientError> {
         let request = DescribeClusterRequest::default();
-        let ResponseKind::DescribeCluster(response) = self
-            .client
-            .send(None, RequestKind::DescribeCluster(request))
-            .await?
-        else {
-            return Err(ClientError::UnexpectedResponse {
-                api_key: ApiKey::DescribeCluster,
-            });
-        };
+        let response = send!(self.client, None, DescribeCluster, request);
         if let Some(error) = ClientError::from_code(
             response.error_code,
             response.error_message.map(|m| m.to_string()),
@@ -614,14 +577,7 @@ pub(crate) async fn list_offset(
             .with_partitions(vec![ListOffsetsPartition::default()
                 .with_partition_index(topic_partition.partition.0)
                 .with_timestamp(spec.timestamp())])]);
-    let ResponseKind::ListOffsets(response) = client
-        .send(Some(leader), RequestKind::ListOffsets(request))
-        .await?
-    else {
-        return Err(ClientError::UnexpectedResponse {
-            api_key: ApiKey::ListOffsets,
-        });
-    };
+    let response = send!(client, Some(leader), ListOffsets, request);
     let result = response
         .topics
         .into_iter()

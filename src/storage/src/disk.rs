@@ -15,7 +15,7 @@
 
 use std::fmt::Debug;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -123,7 +123,7 @@ impl Disk for OsDisk {
                 }
             }
             let file = options.open(&path)?;
-            Ok(Arc::new(OsFile { file: Arc::new(file), path }) as Arc<dyn DiskFile>)
+            Ok(Arc::new(OsFile { file: Arc::new(file) }) as Arc<dyn DiskFile>)
         })
         .await
     }
@@ -167,7 +167,6 @@ impl Disk for OsDisk {
 #[derive(Debug)]
 struct OsFile {
     file: Arc<std::fs::File>,
-    path: PathBuf,
 }
 
 #[async_trait]
@@ -210,7 +209,6 @@ impl DiskFile for OsFile {
 
     async fn len(&self) -> io::Result<u64> {
         let file = Arc::clone(&self.file);
-        let _ = &self.path;
         blocking(move || Ok(file.metadata()?.len())).await
     }
 }
