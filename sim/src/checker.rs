@@ -104,7 +104,11 @@ impl Report {
 
 impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "history: {} acknowledged sends, {} distinct offsets observed", self.acknowledged, self.observed_offsets)?;
+        writeln!(
+            f,
+            "history: {} acknowledged sends, {} distinct offsets observed",
+            self.acknowledged, self.observed_offsets
+        )?;
         if self.anomalies.is_empty() {
             return writeln!(f, "no anomalies");
         }
@@ -166,7 +170,10 @@ pub fn check(history: &[Op]) -> Report {
     for (value, (key, offset)) in &leader_acks {
         if let Some(places) = seen_values.get(value) {
             if places.iter().any(|place| place != &(*key, *offset)) {
-                report.add("inconsistent-offsets", format!("value {value} acknowledged (acks=1) at key {key} offset {offset}, read at {places:?}"));
+                report.add(
+                    "inconsistent-offsets",
+                    format!("value {value} acknowledged (acks=1) at key {key} offset {offset}, read at {places:?}"),
+                );
             }
         }
     }
@@ -177,7 +184,10 @@ pub fn check(history: &[Op]) -> Report {
                 if max_polled.get(key).is_some_and(|highest| *highest > offset) {
                     report.add("lost-write", format!("process {} sent value {value} to key {key}, acknowledged at offset {offset}, never read though offset {} was", op.process, max_polled[key]));
                 } else {
-                    report.add("unseen", format!("value {value} to key {key} (offset {offset}) acknowledged but never read"));
+                    report.add(
+                        "unseen",
+                        format!("value {value} to key {key} (offset {offset}) acknowledged but never read"),
+                    );
                 }
             }
             (Operation::Send { value, key, .. }, Outcome::Fail) if polled_values.contains(value) => {
@@ -210,15 +220,33 @@ fn check_process_order(history: &[Op], at: &BTreeMap<(u32, i64), BTreeSet<u64>>,
                     for pair in records.windows(2) {
                         let (previous, next) = (pair[0].0, pair[1].0);
                         if next <= previous {
-                            report.add("int-nonmonotonic-poll", format!("process {} read key {key} offset {next} after {previous} in one poll", op.process));
+                            report.add(
+                                "int-nonmonotonic-poll",
+                                format!(
+                                    "process {} read key {key} offset {next} after {previous} in one poll",
+                                    op.process
+                                ),
+                            );
                         } else if known_between(at, *key, previous, next) {
-                            report.add("int-poll-skip", format!("process {} skipped key {key} offsets between {previous} and {next} in one poll", op.process));
+                            report.add(
+                                "int-poll-skip",
+                                format!(
+                                    "process {} skipped key {key} offsets between {previous} and {next} in one poll",
+                                    op.process
+                                ),
+                            );
                         }
                     }
                     let (Some(first), Some(last)) = (records.first(), records.last()) else { continue };
                     if let Some(previous) = last_polled.get(&(op.process, *key)) {
                         if first.0 <= *previous {
-                            report.add("nonmonotonic-poll", format!("process {} polled key {key} from offset {} after reaching {previous}", op.process, first.0));
+                            report.add(
+                                "nonmonotonic-poll",
+                                format!(
+                                    "process {} polled key {key} from offset {} after reaching {previous}",
+                                    op.process, first.0
+                                ),
+                            );
                         } else if known_between(at, *key, *previous, first.0) {
                             report.add("poll-skip", format!("process {} polled key {key} from offset {} after {previous}, skipping known offsets", op.process, first.0));
                         }
@@ -244,11 +272,23 @@ mod tests {
     use super::*;
 
     fn send(process: u64, time: u64, key: u32, value: u64, offset: Option<i64>, outcome: Outcome) -> Op {
-        Op { process, invoke_ms: time, complete_ms: time, operation: Operation::Send { key, value, offset, durable: true }, outcome }
+        Op {
+            process,
+            invoke_ms: time,
+            complete_ms: time,
+            operation: Operation::Send { key, value, offset, durable: true },
+            outcome,
+        }
     }
 
     fn leader_send(process: u64, time: u64, key: u32, value: u64, offset: i64) -> Op {
-        Op { process, invoke_ms: time, complete_ms: time, operation: Operation::Send { key, value, offset: Some(offset), durable: false }, outcome: Outcome::Ok }
+        Op {
+            process,
+            invoke_ms: time,
+            complete_ms: time,
+            operation: Operation::Send { key, value, offset: Some(offset), durable: false },
+            outcome: Outcome::Ok,
+        }
     }
 
     fn poll(process: u64, time: u64, key: u32, records: &[(i64, u64)]) -> Op {
@@ -277,16 +317,33 @@ mod tests {
     #[test]
     fn each_anomaly_is_found() {
         let cases: Vec<(&str, Vec<Op>)> = vec![
-            ("lost-write", vec![send(1, 1, 0, 10, Some(0), Outcome::Ok), send(1, 2, 0, 11, Some(1), Outcome::Ok), poll(2, 3, 0, &[(1, 11)])]),
+            (
+                "lost-write",
+                vec![
+                    send(1, 1, 0, 10, Some(0), Outcome::Ok),
+                    send(1, 2, 0, 11, Some(1), Outcome::Ok),
+                    poll(2, 3, 0, &[(1, 11)]),
+                ],
+            ),
             ("unseen", vec![send(1, 1, 0, 10, Some(0), Outcome::Ok)]),
             ("duplicate", vec![poll(2, 3, 0, &[(0, 10), (1, 10)])]),
             ("inconsistent-offsets", vec![send(1, 1, 0, 10, Some(0), Outcome::Ok), poll(2, 3, 0, &[(0, 11)])]),
             ("G1a", vec![send(1, 1, 0, 10, None, Outcome::Fail), poll(2, 3, 0, &[(0, 10)])]),
             ("nonmonotonic-poll", vec![poll(2, 3, 0, &[(0, 10), (1, 11)]), poll(2, 4, 0, &[(1, 11)])]),
-            ("poll-skip", vec![poll(3, 1, 0, &[(0, 10), (1, 11), (2, 12)]), poll(2, 3, 0, &[(0, 10)]), poll(2, 4, 0, &[(2, 12)])]),
+            (
+                "poll-skip",
+                vec![poll(3, 1, 0, &[(0, 10), (1, 11), (2, 12)]), poll(2, 3, 0, &[(0, 10)]), poll(2, 4, 0, &[(2, 12)])],
+            ),
             ("int-nonmonotonic-poll", vec![poll(2, 3, 0, &[(1, 11), (0, 10)])]),
             ("int-poll-skip", vec![poll(3, 1, 0, &[(1, 11)]), poll(2, 3, 0, &[(0, 10), (2, 12)])]),
-            ("nonmonotonic-send", vec![send(1, 1, 0, 10, Some(5), Outcome::Ok), send(1, 2, 0, 11, Some(4), Outcome::Ok), poll(2, 3, 0, &[(4, 11), (5, 10)])]),
+            (
+                "nonmonotonic-send",
+                vec![
+                    send(1, 1, 0, 10, Some(5), Outcome::Ok),
+                    send(1, 2, 0, 11, Some(4), Outcome::Ok),
+                    poll(2, 3, 0, &[(4, 11), (5, 10)]),
+                ],
+            ),
         ];
         for (name, history) in cases {
             let report = check(&history);

@@ -30,7 +30,9 @@ struct State {
 impl State {
     fn read(&self, now: Instant) -> i64 {
         let elapsed_us = i64::try_from(now.saturating_duration_since(self.anchor).as_micros()).unwrap_or(i64::MAX / 2);
-        let bent_us = elapsed_us + elapsed_us / 1_000_000 * self.drift_ppm + (elapsed_us % 1_000_000) * self.drift_ppm / 1_000_000;
+        let bent_us = elapsed_us
+            + elapsed_us / 1_000_000 * self.drift_ppm
+            + (elapsed_us % 1_000_000) * self.drift_ppm / 1_000_000;
         self.base_ms + bent_us / 1_000
     }
 

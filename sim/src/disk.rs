@@ -67,7 +67,8 @@ impl State {
     /// Bytes of the files that have a name. A removed file's space is free at once: weir never
     /// keeps reading a file it removed, so the space of open-but-unlinked files is ignored.
     fn used_bytes(&self) -> u64 {
-        let named: std::collections::BTreeSet<u64> = self.directories.values().flat_map(|entries| entries.values().copied()).collect();
+        let named: std::collections::BTreeSet<u64> =
+            self.directories.values().flat_map(|entries| entries.values().copied()).collect();
         named.iter().filter_map(|id| self.inodes.get(id)).map(|inode| inode.current.len() as u64).sum()
     }
 
@@ -145,9 +146,11 @@ impl SimDisk {
             }
         }
         state.directories = state.durable_directories.clone();
-        let referenced: std::collections::BTreeSet<u64> = state.directories.values().flat_map(|entries| entries.values().copied()).collect();
+        let referenced: std::collections::BTreeSet<u64> =
+            state.directories.values().flat_map(|entries| entries.values().copied()).collect();
         for (id, inode) in state.inodes.iter_mut() {
-            let path = paths.get(id).map_or_else(|| format!("<unlinked inode {id}>"), |path| path.display().to_string());
+            let path =
+                paths.get(id).map_or_else(|| format!("<unlinked inode {id}>"), |path| path.display().to_string());
             if !referenced.contains(id) {
                 if paths.contains_key(id) {
                     report.lost_bytes += inode.current.len() as u64;
@@ -167,9 +170,11 @@ impl SimDisk {
                 report.lost_bytes += if appended_only {
                     (inode.current.len() - kept) as u64
                 } else {
-                    inode.current.iter().enumerate().filter(|(at, byte)| inode.durable.get(*at) != Some(*byte)).count() as u64
+                    inode.current.iter().enumerate().filter(|(at, byte)| inode.durable.get(*at) != Some(*byte)).count()
+                        as u64
                 };
-                let torn = if survivors > 0 { format!(" (torn: {survivors} unsynced bytes kept)") } else { String::new() };
+                let torn =
+                    if survivors > 0 { format!(" (torn: {survivors} unsynced bytes kept)") } else { String::new() };
                 report.changes.push(format!("{path}: {} -> {kept} bytes{torn}", inode.current.len()));
             }
             if appended_only {
@@ -183,7 +188,9 @@ impl SimDisk {
         for (dir, entries) in &state.directories {
             for (name, inode) in entries {
                 if paths.get(inode) != Some(&dir.join(name)) {
-                    report.changes.push(format!("{}: reappeared (removal or rename not synced)", dir.join(name).display()));
+                    report
+                        .changes
+                        .push(format!("{}: reappeared (removal or rename not synced)", dir.join(name).display()));
                 }
             }
         }
@@ -238,7 +245,11 @@ impl SimDisk {
     async fn delay(&self, fsync: bool) {
         let bound = {
             let state = self.lock();
-            if fsync { state.faults.fsync_latency_us_max } else { state.faults.latency_us_max }
+            if fsync {
+                state.faults.fsync_latency_us_max
+            } else {
+                state.faults.latency_us_max
+            }
         };
         if bound > 0 {
             let wait = thread_rng().gen_range(0..=bound);
@@ -296,7 +307,9 @@ impl Disk for SimDisk {
         let inode = match (existing, mode) {
             (Some(_), OpenMode::CreateNew) => return Err(io::Error::new(io::ErrorKind::AlreadyExists, "exists")),
             (Some(inode), _) => inode,
-            (None, OpenMode::Existing) => return Err(io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display()))),
+            (None, OpenMode::Existing) => {
+                return Err(io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display())))
+            }
             (None, _) => {
                 state.next_inode += 1;
                 let inode = state.next_inode;
@@ -353,7 +366,11 @@ impl Disk for SimDisk {
         self.delay(true).await;
         let mut state = self.lock();
         state.check_alive()?;
-        let entries = state.directories.get(path).cloned().ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such directory"))?;
+        let entries = state
+            .directories
+            .get(path)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such directory"))?;
         tracing::debug!(path = %path.display(), entries = entries.len(), "simdisk: sync_dir");
         let _ = state.durable_directories.insert(path.to_owned(), entries);
         state.syncs += 1;

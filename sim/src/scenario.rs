@@ -121,23 +121,31 @@ fn run_sim(options: &RunOptions) -> (RunResult, Vec<String>) {
         let options = options.clone();
         // A fresh thread: madsim seeds std's `HashMap` keys from the seed only if the thread
         // has not created a `RandomState` yet (argument parsing and logging have, on main).
-        let thread = std::thread::Builder::new().name(format!("seed-{}", options.seed)).stack_size(SIM_THREAD_STACK_BYTES).spawn(move || {
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
-                let mut runtime = madsim::runtime::Runtime::with_seed_and_config(options.seed, madsim::Config::default());
-                // Every phase has its own deadline; this catches a run whose simulated time runs
-                // away anyway (the runner's wall-clock watchdog catches one that stops advancing).
-                runtime.set_time_limit(std::time::Duration::from_millis(options.safety_ms.unwrap_or(SAFETY_MS_MAX) + SIM_TIME_LIMIT_SLACK_MS));
-                runtime.block_on(async move {
-                    let trace = Trace::new(options.verbose);
-                    *slot.lock().expect("slot lock") = Some(trace.clone());
-                    trace.event(format!("scenario {} seed {}", options.scenario, options.seed));
-                    single_node_durability::run(trace, &options).await
-                })
-            }))
-        });
+        let thread = std::thread::Builder::new()
+            .name(format!("seed-{}", options.seed))
+            .stack_size(SIM_THREAD_STACK_BYTES)
+            .spawn(move || {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                    let mut runtime =
+                        madsim::runtime::Runtime::with_seed_and_config(options.seed, madsim::Config::default());
+                    // Every phase has its own deadline; this catches a run whose simulated time runs
+                    // away anyway (the runner's wall-clock watchdog catches one that stops advancing).
+                    runtime.set_time_limit(std::time::Duration::from_millis(
+                        options.safety_ms.unwrap_or(SAFETY_MS_MAX) + SIM_TIME_LIMIT_SLACK_MS,
+                    ));
+                    runtime.block_on(async move {
+                        let trace = Trace::new(options.verbose);
+                        *slot.lock().expect("slot lock") = Some(trace.clone());
+                        trace.event(format!("scenario {} seed {}", options.scenario, options.seed));
+                        single_node_durability::run(trace, &options).await
+                    })
+                }))
+            });
         match thread {
             Ok(thread) => thread.join().unwrap_or_else(Err),
-            Err(error) => Err(Box::new(format!("cannot start the simulation thread: {error}")) as Box<dyn std::any::Any + Send>),
+            Err(error) => {
+                Err(Box::new(format!("cannot start the simulation thread: {error}")) as Box<dyn std::any::Any + Send>)
+            }
         }
     };
     match outcome {

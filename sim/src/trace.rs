@@ -49,7 +49,14 @@ impl Trace {
     /// `verbose`, every event is also printed to stderr.
     pub fn new(verbose: bool) -> Trace {
         Trace {
-            inner: Arc::new(Mutex::new(Inner { start: Instant::now(), hash: FNV_OFFSET_BASIS, count: 0, last_event_ms: 0, events: Vec::new(), verbose })),
+            inner: Arc::new(Mutex::new(Inner {
+                start: Instant::now(),
+                hash: FNV_OFFSET_BASIS,
+                count: 0,
+                last_event_ms: 0,
+                events: Vec::new(),
+                verbose,
+            })),
         }
     }
 

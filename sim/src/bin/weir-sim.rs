@@ -104,13 +104,20 @@ fn child(args: &Args) -> ExitCode {
         eprintln!("weir-sim: --child needs --seed");
         return ExitCode::from(2);
     };
-    let filter = if args.verbose { std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()) } else { "error".to_owned() };
+    let filter =
+        if args.verbose { std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()) } else { "error".to_owned() };
     let _ = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
         .with_writer(std::io::stderr)
         .with_ansi(false)
         .try_init();
-    let options = RunOptions { scenario: args.scenario.clone(), seed, verbose: args.verbose, safety_ms: args.safety_ms, workarounds: !args.no_workarounds };
+    let options = RunOptions {
+        scenario: args.scenario.clone(),
+        seed,
+        verbose: args.verbose,
+        safety_ms: args.safety_ms,
+        workarounds: !args.no_workarounds,
+    };
     let (result, events) = scenario::run(&options);
     if let Some(path) = &args.trace_out {
         let mut text = events.join("\n");
@@ -170,7 +177,13 @@ fn run_child(args: &Args, seed: u64, trace_out: Option<&Path>) -> ChildRun {
     let mut process = match command.spawn() {
         Ok(process) => process,
         Err(error) => {
-            return ChildRun { result: None, timed_out: false, status: None, stderr_tail: vec![format!("cannot start child: {error}")], wall: started.elapsed() };
+            return ChildRun {
+                result: None,
+                timed_out: false,
+                status: None,
+                stderr_tail: vec![format!("cannot start child: {error}")],
+                wall: started.elapsed(),
+            };
         }
     };
     let stdout = process.stdout.take().expect("piped stdout");
@@ -278,7 +291,10 @@ fn run_seed(args: &Args, seed: u64, scratch: &Path) -> SeedReport {
             }
         }
         (Some(_), Some(_)) => {}
-        _ => failures.push(format!("determinism check: second run gave no result ({:?})", child_failures(&second, args.timeout_s))),
+        _ => failures.push(format!(
+            "determinism check: second run gave no result ({:?})",
+            child_failures(&second, args.timeout_s)
+        )),
     }
     for path in &paths {
         let _ = std::fs::remove_file(path);
@@ -317,7 +333,11 @@ fn parent(args: &Args) -> ExitCode {
         Some(seed) => vec![seed],
         None => (args.start..args.start + args.seeds.unwrap_or(1)).collect(),
     };
-    let jobs = args.jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)).max(1).min(seeds.len().max(1));
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from))
+        .max(1)
+        .min(seeds.len().max(1));
     let scratch = std::env::temp_dir().join(format!("weir-sim-{}", std::process::id()));
     if args.check_determinism {
         let _ = std::fs::create_dir_all(&scratch);
@@ -329,7 +349,8 @@ fn parent(args: &Args) -> ExitCode {
     let started = Instant::now();
     let workers: Vec<_> = (0..jobs)
         .map(|_| {
-            let (queue, reports, args, scratch) = (Arc::clone(&queue), Arc::clone(&reports), args.clone(), scratch.clone());
+            let (queue, reports, args, scratch) =
+                (Arc::clone(&queue), Arc::clone(&reports), args.clone(), scratch.clone());
             std::thread::spawn(move || loop {
                 let Some(seed) = queue.lock().expect("queue lock").pop_front() else { return };
                 let report = run_seed(&args, seed, &scratch);
@@ -363,7 +384,11 @@ fn parent(args: &Args) -> ExitCode {
                 let done = reports.len();
                 if !list_passing && done % 50 == 0 {
                     let failed = reports.iter().filter(|report| !report.failures.is_empty()).count();
-                    let _ = writeln!(stdout, "progress: {done}/{total} seeds, {failed} failed, {:.0} s", started.elapsed().as_secs_f64());
+                    let _ = writeln!(
+                        stdout,
+                        "progress: {done}/{total} seeds, {failed} failed, {:.0} s",
+                        started.elapsed().as_secs_f64()
+                    );
                 }
                 let _ = stdout.flush();
             })
@@ -377,7 +402,8 @@ fn parent(args: &Args) -> ExitCode {
     }
     let elapsed = started.elapsed();
     let reports = reports.lock().expect("reports lock");
-    let mut failed: Vec<u64> = reports.iter().filter(|report| !report.failures.is_empty()).map(|report| report.seed).collect();
+    let mut failed: Vec<u64> =
+        reports.iter().filter(|report| !report.failures.is_empty()).map(|report| report.seed).collect();
     failed.sort_unstable();
     let passed = reports.len() - failed.len();
     let sim_seconds: f64 = reports.iter().map(|report| report.sim_ms as f64 / 1000.0).sum();

@@ -82,8 +82,16 @@ enum Fault {
     Buggify,
 }
 
-const FAULTS: [Fault; 8] =
-    [Fault::Crash, Fault::CleanRestart, Fault::Pause, Fault::Partition, Fault::DiskFull, Fault::SlowDisk, Fault::Clock, Fault::Buggify];
+const FAULTS: [Fault; 8] = [
+    Fault::Crash,
+    Fault::CleanRestart,
+    Fault::Pause,
+    Fault::Partition,
+    Fault::DiskFull,
+    Fault::SlowDisk,
+    Fault::Clock,
+    Fault::Buggify,
+];
 
 /// The seed's shape.
 #[derive(Debug, Clone)]
@@ -110,7 +118,8 @@ impl Params {
         let mut rng = thread_rng();
         let partitions = rng.gen_range(1..=4);
         // Each fault type is off in about a fifth of the seeds, so the mix varies.
-        let weights = FAULTS.iter().map(|fault| (*fault, if rng.gen_bool(0.2) { 0 } else { rng.gen_range(1..=10) })).collect();
+        let weights =
+            FAULTS.iter().map(|fault| (*fault, if rng.gen_bool(0.2) { 0 } else { rng.gen_range(1..=10) })).collect();
         Params {
             partitions,
             acks_all_processes: rng.gen_range(2..=3),
@@ -185,7 +194,8 @@ impl Server {
         let expected = self.restarts_expected.load(Ordering::SeqCst);
         if incarnation > 0 {
             if expected == 0 {
-                self.recorder.fail(format!("node restarted by itself (incarnation {incarnation}): a fatal error or panic"));
+                self.recorder
+                    .fail(format!("node restarted by itself (incarnation {incarnation}): a fatal error or panic"));
             } else {
                 let _ = self.restarts_expected.fetch_sub(1, Ordering::SeqCst);
             }
@@ -289,7 +299,8 @@ impl Nemesis {
                         let target = thread_rng().gen_range(-1_800_000..=1_800_000i64);
                         let delta = (target - clock.offset_ms()) / thread_rng().gen_range(1..=20);
                         clock.jump(delta);
-                        self.trace.event(format!("nemesis: clock jump {delta} ms (offset now {} ms)", clock.offset_ms()));
+                        self.trace
+                            .event(format!("nemesis: clock jump {delta} ms (offset now {} ms)", clock.offset_ms()));
                     } else {
                         let drift = thread_rng().gen_range(-1_000..=1_000);
                         clock.set_drift_ppm(drift);
@@ -334,7 +345,8 @@ impl Nemesis {
                         let room = thread_rng().gen_range(0..=8_192);
                         self.server.disk.set_capacity(Some(used + room));
                         self.trace.event(format!("nemesis: disk full ({used} used + {room} free) for {length} ms"));
-                        let (windows, trace, disk) = (Arc::clone(&self.windows), self.trace.clone(), self.server.disk.clone());
+                        let (windows, trace, disk) =
+                            (Arc::clone(&self.windows), self.trace.clone(), self.server.disk.clone());
                         running.push(madsim::task::spawn(async move {
                             madsim::time::sleep(Duration::from_millis(length)).await;
                             disk.set_capacity(None);
@@ -350,8 +362,15 @@ impl Nemesis {
                         let latency_us = thread_rng().gen_range(1_000..=50_000);
                         let fsync_us = thread_rng().gen_range(10_000..=500_000);
                         self.server.disk.set_latency(latency_us, fsync_us);
-                        self.trace.event(format!("nemesis: slow disk ({latency_us} us, fsync {fsync_us} us) for {length} ms"));
-                        let (windows, trace, disk, params) = (Arc::clone(&self.windows), self.trace.clone(), self.server.disk.clone(), Arc::clone(&self.params));
+                        self.trace.event(format!(
+                            "nemesis: slow disk ({latency_us} us, fsync {fsync_us} us) for {length} ms"
+                        ));
+                        let (windows, trace, disk, params) = (
+                            Arc::clone(&self.windows),
+                            self.trace.clone(),
+                            self.server.disk.clone(),
+                            Arc::clone(&self.params),
+                        );
                         running.push(madsim::task::spawn(async move {
                             madsim::time::sleep(Duration::from_millis(length)).await;
                             disk.set_latency(params.disk_latency_us, params.fsync_latency_us);
@@ -411,7 +430,8 @@ impl Nemesis {
         // the signal instead, as a process would be: that is a crash without power loss.
         let deadline = self.trace.now_ms() + 10_000;
         let node = self.node.id();
-        let done = |nemesis: &Self| nemesis.server.stopped_cleanly.load(Ordering::SeqCst) || nemesis.handle.is_exit(node);
+        let done =
+            |nemesis: &Self| nemesis.server.stopped_cleanly.load(Ordering::SeqCst) || nemesis.handle.is_exit(node);
         while !done(self) && self.trace.now_ms() < deadline {
             madsim::time::sleep(Duration::from_millis(10)).await;
         }
@@ -436,7 +456,11 @@ fn ip(text: &str) -> IpAddr {
 
 /// Creates the topic, retrying until the node answers.
 async fn create_topic(recorder: &Arc<Recorder>, params: &Params) -> Result<(), String> {
-    let config = ClientConfig { bootstrap_servers: vec![params.workload.bootstrap.clone()], request_timeout_ms: 5_000, ..ClientConfig::default() };
+    let config = ClientConfig {
+        bootstrap_servers: vec![params.workload.bootstrap.clone()],
+        request_timeout_ms: 5_000,
+        ..ClientConfig::default()
+    };
     for attempt in 0..20 {
         let outcome = async {
             let client = Client::connect(config.clone()).await.map_err(|error| error.to_string())?;
@@ -492,7 +516,11 @@ async fn probe(recorder: Arc<Recorder>, workload: WorkloadConfig) -> Result<(), 
 /// high watermark.
 async fn final_reads(recorder: Arc<Recorder>, workload: WorkloadConfig) -> Result<(), String> {
     let started = recorder.trace.now_ms();
-    let config = ClientConfig { bootstrap_servers: vec![workload.bootstrap.clone()], request_timeout_ms: workload.request_timeout_ms, ..ClientConfig::default() };
+    let config = ClientConfig {
+        bootstrap_servers: vec![workload.bootstrap.clone()],
+        request_timeout_ms: workload.request_timeout_ms,
+        ..ClientConfig::default()
+    };
     let client = loop {
         match Client::connect(config.clone()).await {
             Ok(client) => break client,
@@ -503,54 +531,91 @@ async fn final_reads(recorder: Arc<Recorder>, workload: WorkloadConfig) -> Resul
             Err(error) => return Err(format!("no convergence: final reads could not connect: {error}")),
         }
     };
-    let consumer_config = ConsumerConfig { fetch_max_wait_ms: 100, auto_offset_reset: OffsetReset::None, ..ConsumerConfig::default() };
+    let consumer_config =
+        ConsumerConfig { fetch_max_wait_ms: 100, auto_offset_reset: OffsetReset::None, ..ConsumerConfig::default() };
     let mut consumer = Consumer::new(client, consumer_config).map_err(|error| error.to_string())?;
-    let partitions: Vec<TopicPartition> = (0..workload.partitions).map(|key| TopicPartition::new(TOPIC, key as i32)).collect();
+    let partitions: Vec<TopicPartition> =
+        (0..workload.partitions).map(|key| TopicPartition::new(TOPIC, key as i32)).collect();
     consumer.assign(partitions.clone());
     for partition in &partitions {
         consumer.seek(partition, SeekTo::Offset(Offset(0))).await.map_err(|error| error.to_string())?;
     }
     let now = recorder.trace.now_ms();
-    recorder.record(Op { process: FINAL_PROCESS, invoke_ms: now, complete_ms: now, operation: Operation::Reposition, outcome: Outcome::Ok });
+    recorder.record(Op {
+        process: FINAL_PROCESS,
+        invoke_ms: now,
+        complete_ms: now,
+        operation: Operation::Reposition,
+        outcome: Outcome::Ok,
+    });
     loop {
-        let caught_up = partitions.iter().all(|partition| match (consumer.position(partition), consumer.high_watermark(partition)) {
-            (Some(position), Some(high_watermark)) => position >= high_watermark,
-            _ => false,
+        let caught_up = partitions.iter().all(|partition| {
+            match (consumer.position(partition), consumer.high_watermark(partition)) {
+                (Some(position), Some(high_watermark)) => position >= high_watermark,
+                _ => false,
+            }
         });
         if caught_up {
-            let ends: Vec<i64> = partitions.iter().filter_map(|partition| consumer.position(partition)).map(|offset| offset.0).collect();
+            let ends: Vec<i64> =
+                partitions.iter().filter_map(|partition| consumer.position(partition)).map(|offset| offset.0).collect();
             recorder.trace.event(format!("final reads: reached the high watermarks {ends:?}"));
             return Ok(());
         }
         if recorder.trace.now_ms() >= started + FINAL_READS_MS {
             let state: Vec<String> = partitions
                 .iter()
-                .map(|partition| format!("{partition}: position {:?} high watermark {:?}", consumer.position(partition), consumer.high_watermark(partition)))
+                .map(|partition| {
+                    format!(
+                        "{partition}: position {:?} high watermark {:?}",
+                        consumer.position(partition),
+                        consumer.high_watermark(partition)
+                    )
+                })
                 .collect();
-            return Err(format!("no convergence: final reads did not reach the high watermarks within {FINAL_READS_MS} ms ({})", state.join(", ")));
+            return Err(format!(
+                "no convergence: final reads did not reach the high watermarks within {FINAL_READS_MS} ms ({})",
+                state.join(", ")
+            ));
         }
         let invoke_ms = recorder.trace.now_ms();
         match consumer.poll(Duration::from_millis(500)).await {
             Ok(records) => {
                 let mut reads: BTreeMap<u32, Vec<(i64, u64)>> = BTreeMap::new();
                 for record in records {
-                    let value = record.value.as_deref().and_then(|bytes| std::str::from_utf8(bytes).ok()).and_then(|text| text.parse().ok());
+                    let value = record
+                        .value
+                        .as_deref()
+                        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                        .and_then(|text| text.parse().ok());
                     match value {
                         Some(value) => reads.entry(record.partition as u32).or_default().push((record.offset.0, value)),
-                        None => recorder.fail(format!("final reads: record at partition {} offset {} is not a workload value", record.partition, record.offset.0)),
+                        None => recorder.fail(format!(
+                            "final reads: record at partition {} offset {} is not a workload value",
+                            record.partition, record.offset.0
+                        )),
                     }
                 }
                 let count: usize = reads.values().map(Vec::len).sum();
                 if count > 0 {
-                    let last: Vec<String> = reads.iter().map(|(key, records)| format!("k{key}..{}", records.last().map_or(-1, |(offset, _)| *offset))).collect();
+                    let last: Vec<String> = reads
+                        .iter()
+                        .map(|(key, records)| format!("k{key}..{}", records.last().map_or(-1, |(offset, _)| *offset)))
+                        .collect();
                     recorder.trace.event(format!("final poll {count} records {}", last.join(" ")));
                 }
                 let complete_ms = recorder.trace.now_ms();
-                recorder.record(Op { process: FINAL_PROCESS, invoke_ms, complete_ms, operation: Operation::Poll { reads }, outcome: Outcome::Ok });
+                recorder.record(Op {
+                    process: FINAL_PROCESS,
+                    invoke_ms,
+                    complete_ms,
+                    operation: Operation::Poll { reads },
+                    outcome: Outcome::Ok,
+                });
             }
             Err(error) => {
                 recorder.trace.event(format!("final poll error: {error}"));
-                if let client::ClientError::OffsetOutOfRange { .. } | client::ClientError::CorruptRecords { .. } = error {
+                if let client::ClientError::OffsetOutOfRange { .. } | client::ClientError::CorruptRecords { .. } = error
+                {
                     return Err(format!("final reads failed: {error}"));
                 }
             }
@@ -582,7 +647,11 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         params.workload,
     ));
     let recorder = Recorder::new(trace.clone());
-    let disk = SimDisk::new(DiskFaults { capacity_bytes: None, latency_us_max: params.disk_latency_us, fsync_latency_us_max: params.fsync_latency_us });
+    let disk = SimDisk::new(DiskFaults {
+        capacity_bytes: None,
+        latency_us_max: params.disk_latency_us,
+        fsync_latency_us_max: params.fsync_latency_us,
+    });
     let server = Server {
         disk: disk.clone(),
         clock: SimClock::new(params.clock_offset_ms, params.drift_ppm),
@@ -626,7 +695,8 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
     let mut workers = Vec::new();
     for id in 0..process_count {
         let acks = if id < params.acks_all_processes { Acks::All } else { Acks::Leader };
-        let client_node = handle.create_node().name(format!("client-{id}")).ip(ip(&format!("10.0.1.{}", id + 1))).build();
+        let client_node =
+            handle.create_node().name(format!("client-{id}")).ip(ip(&format!("10.0.1.{}", id + 1))).build();
         let (recorder, workload, stop) = (Arc::clone(&recorder), params.workload.clone(), Arc::clone(&stop));
         workers.push(client_node.spawn(workload::run_process(id, acks, recorder, workload, stop)));
         clients.push(client_node);
@@ -652,7 +722,8 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         match madsim::time::timeout(Duration::from_millis(STOP_MS), worker).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => failures.push(format!("workload process {id} failed: {error}")),
-            Err(_) => failures.push(format!("workload process {id} did not finish its operation within {STOP_MS} ms of the stop")),
+            Err(_) => failures
+                .push(format!("workload process {id} did not finish its operation within {STOP_MS} ms of the stop")),
         }
     }
     let checker_node = handle.create_node().name("checker").ip(ip("10.0.2.1")).build();

@@ -44,7 +44,12 @@ pub struct Recorder {
 impl Recorder {
     /// An empty record.
     pub fn new(trace: Trace) -> Arc<Recorder> {
-        Arc::new(Recorder { trace, history: Mutex::new(Vec::new()), next_value: AtomicU64::new(1), failures: Mutex::new(Vec::new()) })
+        Arc::new(Recorder {
+            trace,
+            history: Mutex::new(Vec::new()),
+            next_value: AtomicU64::new(1),
+            failures: Mutex::new(Vec::new()),
+        })
     }
 
     /// A value never used before in this run.
@@ -149,7 +154,13 @@ pub struct Process {
 
 impl Process {
     /// Connects, retrying until it works or `give_up` is set.
-    pub async fn connect(id: u64, acks: Acks, recorder: Arc<Recorder>, config: WorkloadConfig, give_up: &AtomicBool) -> Option<Process> {
+    pub async fn connect(
+        id: u64,
+        acks: Acks,
+        recorder: Arc<Recorder>,
+        config: WorkloadConfig,
+        give_up: &AtomicBool,
+    ) -> Option<Process> {
         let client_config = ClientConfig {
             bootstrap_servers: vec![config.bootstrap.clone()],
             client_id: format!("p{id}"),
@@ -196,7 +207,8 @@ impl Process {
     /// Assigns every partition and seeks each to the beginning (`to_start`) or to a random
     /// offset this process has already read (so never past the high watermark).
     pub async fn reposition(&mut self, to_start: bool) {
-        let partitions: Vec<TopicPartition> = (0..self.config.partitions).map(|key| TopicPartition::new(TOPIC, key as i32)).collect();
+        let partitions: Vec<TopicPartition> =
+            (0..self.config.partitions).map(|key| TopicPartition::new(TOPIC, key as i32)).collect();
         self.consumer.assign(partitions.clone());
         let mut positions = Vec::with_capacity(partitions.len());
         for (key, partition) in partitions.iter().enumerate() {
@@ -210,7 +222,13 @@ impl Process {
         }
         let now = self.now_ms();
         self.recorder.trace.event(format!("p{} reposition {positions:?}", self.id));
-        self.recorder.record(Op { process: self.id, invoke_ms: now, complete_ms: now, operation: Operation::Reposition, outcome: Outcome::Ok });
+        self.recorder.record(Op {
+            process: self.id,
+            invoke_ms: now,
+            complete_ms: now,
+            operation: Operation::Reposition,
+            outcome: Outcome::Ok,
+        });
     }
 
     /// Sends one new value to `key` and records the outcome.
@@ -229,7 +247,8 @@ impl Process {
         for key in keys {
             let value = self.recorder.next_value();
             self.recorder.trace.event(format!("p{} {kind} k{key} v{value}", self.id));
-            let record = ProducerRecord::new(TOPIC, value.to_string()).with_key(key.to_string()).with_partition(*key as i32);
+            let record =
+                ProducerRecord::new(TOPIC, value.to_string()).with_key(key.to_string()).with_partition(*key as i32);
             pending.push((*key, value, self.producer.send(record).await));
         }
         let bound = Duration::from_millis(self.config.delivery_timeout_ms + 5_000);
@@ -241,17 +260,28 @@ impl Process {
                     Ok(Ok(metadata)) => (Outcome::Ok, Some(metadata.offset.0), String::new()),
                     Ok(Err(error)) => (classify_send_error(&error), None, error.to_string()),
                     Err(_) => {
-                        self.recorder.fail(format!("p{} send of v{value} neither completed nor timed out within {bound:?}", self.id));
+                        self.recorder.fail(format!(
+                            "p{} send of v{value} neither completed nor timed out within {bound:?}",
+                            self.id
+                        ));
                         (Outcome::Info, None, "delivery future hung".to_owned())
                     }
                 },
             };
             let complete_ms = self.now_ms();
             match (outcome, offset) {
-                (Outcome::Ok, Some(offset)) => self.recorder.trace.event(format!("p{} {kind} k{key} v{value} ok @{offset}", self.id)),
+                (Outcome::Ok, Some(offset)) => {
+                    self.recorder.trace.event(format!("p{} {kind} k{key} v{value} ok @{offset}", self.id))
+                }
                 _ => self.recorder.trace.event(format!("p{} {kind} k{key} v{value} {outcome:?}: {detail}", self.id)),
             }
-            self.recorder.record(Op { process: self.id, invoke_ms, complete_ms, operation: Operation::Send { key, value, offset, durable }, outcome });
+            self.recorder.record(Op {
+                process: self.id,
+                invoke_ms,
+                complete_ms,
+                operation: Operation::Send { key, value, offset, durable },
+                outcome,
+            });
             outcomes.push(outcome);
         }
         outcomes
@@ -285,13 +315,20 @@ impl Process {
                     let text: Vec<String> = reads
                         .iter()
                         .map(|(key, records)| {
-                            let pairs: Vec<String> = records.iter().map(|(offset, value)| format!("{offset}:{value}")).collect();
+                            let pairs: Vec<String> =
+                                records.iter().map(|(offset, value)| format!("{offset}:{value}")).collect();
                             format!("k{key}[{}]", pairs.join(" "))
                         })
                         .collect();
                     self.recorder.trace.event(format!("p{} poll {}", self.id, text.join(" ")));
                 }
-                self.recorder.record(Op { process: self.id, invoke_ms, complete_ms, operation: Operation::Poll { reads: reads.clone() }, outcome: Outcome::Ok });
+                self.recorder.record(Op {
+                    process: self.id,
+                    invoke_ms,
+                    complete_ms,
+                    operation: Operation::Poll { reads: reads.clone() },
+                    outcome: Outcome::Ok,
+                });
                 Some(reads)
             }
             Err(error) => {
@@ -300,17 +337,28 @@ impl Process {
                     ClientError::OffsetOutOfRange { topic_partition, offset } => {
                         // Positions come only from records read below the high watermark, which
                         // is durable: the log lost committed records.
-                        self.recorder.fail(format!("p{} position {offset} of {topic_partition} is out of range (committed records lost?)", self.id));
+                        self.recorder.fail(format!(
+                            "p{} position {offset} of {topic_partition} is out of range (committed records lost?)",
+                            self.id
+                        ));
                         self.reposition(true).await;
                     }
-                    ClientError::CorruptRecords { .. } => self.recorder.fail(format!("p{} fetched corrupt records: {error}", self.id)),
+                    ClientError::CorruptRecords { .. } => {
+                        self.recorder.fail(format!("p{} fetched corrupt records: {error}", self.id))
+                    }
                     _ => {}
                 }
                 let outcome = match error.response_error() {
                     Some(_) => Outcome::Fail,
                     None => Outcome::Info,
                 };
-                self.recorder.record(Op { process: self.id, invoke_ms, complete_ms, operation: Operation::Poll { reads: BTreeMap::new() }, outcome });
+                self.recorder.record(Op {
+                    process: self.id,
+                    invoke_ms,
+                    complete_ms,
+                    operation: Operation::Poll { reads: BTreeMap::new() },
+                    outcome,
+                });
                 None
             }
         }

@@ -75,19 +75,25 @@ async fn read_requests(
         let request = match frame::decode_request(body.freeze()) {
             Ok(request) => request,
             Err(FrameError::UnsupportedVersion { api_key: ApiKey::ApiVersions, correlation_id, .. }) => {
-                let fallback = frame::encode_api_versions_fallback(correlation_id, protocol::code(protocol::ResponseError::UnsupportedVersion));
+                let fallback = frame::encode_api_versions_fallback(
+                    correlation_id,
+                    protocol::code(protocol::ResponseError::UnsupportedVersion),
+                );
                 sender.send(Outgoing::Ready(fallback)).await.map_err(|_| "writer closed".to_owned())?;
                 continue;
             }
             Err(error) => return Err(error.to_string()),
         };
-        let (api_key, api_version, correlation_id) = (request.api_key, request.api_version, request.header.correlation_id);
+        let (api_key, api_version, correlation_id) =
+            (request.api_key, request.api_version, request.header.correlation_id);
         let outgoing = match handler::dispatch(node, request).await {
-            Reply::Now(body) => Outgoing::Ready(frame::encode_response(api_key, api_version, correlation_id, &body).map_err(|error| {
-                // Every handler must build responses its version can carry: this is a bug.
-                tracing::error!(%error, "cannot encode a response; closing the connection");
-                error.to_string()
-            })?),
+            Reply::Now(body) => Outgoing::Ready(
+                frame::encode_response(api_key, api_version, correlation_id, &body).map_err(|error| {
+                    // Every handler must build responses its version can carry: this is a bug.
+                    tracing::error!(%error, "cannot encode a response; closing the connection");
+                    error.to_string()
+                })?,
+            ),
             Reply::Later(body) => Outgoing::Deferred { api_key, api_version, correlation_id, body },
             Reply::Nothing => continue,
         };

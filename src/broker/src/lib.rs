@@ -68,7 +68,8 @@ impl Broker {
         let node = Node::open(config, disk, clock).await?;
         let housekeeper = Arc::clone(&node);
         drop(rt::task::spawn(async move {
-            let retention_every = (housekeeper.config.log_retention_check_interval_ms / HOUSEKEEPING_INTERVAL_MS).max(1);
+            let retention_every =
+                (housekeeper.config.log_retention_check_interval_ms / HOUSEKEEPING_INTERVAL_MS).max(1);
             let mut ticks: u64 = 0;
             loop {
                 rt::time::sleep(rt::time::Duration::from_millis(HOUSEKEEPING_INTERVAL_MS)).await;

@@ -185,7 +185,8 @@ impl Node {
             let bytes = file.read_at(0, length.min(64 * 1024) as usize).await.map_err(io_error("read", &path))?;
             let text = String::from_utf8_lossy(&bytes);
             let property = |key: &str| {
-                text.lines().find_map(|line| line.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')).map(str::trim))
+                text.lines()
+                    .find_map(|line| line.strip_prefix(key).and_then(|rest| rest.strip_prefix('=')).map(str::trim))
             };
             let cluster_id = property("cluster.id").ok_or_else(|| BrokerError::DataDir {
                 path: path.clone(),
@@ -194,7 +195,11 @@ impl Node {
             if property("node.id") != Some(node_id.0.to_string().as_str()) {
                 return Err(BrokerError::DataDir {
                     path: data_dir.to_owned(),
-                    reason: format!("it belongs to {}, not node.id={}", property("node.id").unwrap_or("an unknown node"), node_id.0),
+                    reason: format!(
+                        "it belongs to {}, not node.id={}",
+                        property("node.id").unwrap_or("an unknown node"),
+                        node_id.0
+                    ),
                 });
             }
             return Ok(cluster_id.to_owned());
@@ -280,7 +285,12 @@ impl Node {
         TopicSettings::from_effective(&effective_topic_configs(overrides, &self.config.static_configs))
     }
 
-    async fn open_partition(&self, topic: &str, partition: i32, topic_id: TopicId) -> Result<Arc<Partition>, BrokerError> {
+    async fn open_partition(
+        &self,
+        topic: &str,
+        partition: i32,
+        topic_id: TopicId,
+    ) -> Result<Arc<Partition>, BrokerError> {
         let topic_partition = TopicPartition::new(topic, partition);
         let dir = self.config.data_dir.join(partition_dir_name(&topic_partition));
         self.check_partition_metadata(&dir, topic_id).await?;
@@ -301,7 +311,11 @@ impl Node {
             self.any_high_watermark_changed.clone(),
             Arc::clone(&self.clock),
         );
-        let _ = self.partitions.write().expect("partitions lock is never poisoned").insert(topic_partition, Arc::clone(&partition));
+        let _ = self
+            .partitions
+            .write()
+            .expect("partitions lock is never poisoned")
+            .insert(topic_partition, Arc::clone(&partition));
         Ok(partition)
     }
 
@@ -321,7 +335,8 @@ impl Node {
         }
         self.disk.create_dir_all(dir).await.map_err(io_error("create", dir))?;
         let temporary = dir.join("partition.metadata.tmp");
-        let file = self.disk.open_file(&temporary, OpenMode::CreateOrOpen).await.map_err(io_error("create", &temporary))?;
+        let file =
+            self.disk.open_file(&temporary, OpenMode::CreateOrOpen).await.map_err(io_error("create", &temporary))?;
         file.set_len(0).await.map_err(io_error("truncate", &temporary))?;
         file.write_at(0, Bytes::from(expected)).await.map_err(io_error("write", &temporary))?;
         file.sync_data().await.map_err(io_error("fsync", &temporary))?;
@@ -391,7 +406,13 @@ impl Node {
     ///
     /// # Errors
     /// Metadata and storage errors.
-    pub(crate) async fn create_partitions(&self, name: &str, topic_id: TopicId, current: i32, total: i32) -> Result<(), BrokerError> {
+    pub(crate) async fn create_partitions(
+        &self,
+        name: &str,
+        topic_id: TopicId,
+        current: i32,
+        total: i32,
+    ) -> Result<(), BrokerError> {
         let records = (current..total).map(|partition| self.partition_record(topic_id, partition)).collect();
         let _ = self.commit(records).await?;
         for partition in current..total {
@@ -408,8 +429,11 @@ impl Node {
         let image = self.commit(vec![MetadataRecord::RemoveTopic { topic_id }]).await?;
         let removed: Vec<Arc<Partition>> = {
             let mut partitions = self.partitions.write().expect("partitions lock is never poisoned");
-            let doomed: Vec<TopicPartition> =
-                partitions.iter().filter(|(_, partition)| partition.topic_id == topic_id).map(|(key, _)| key.clone()).collect();
+            let doomed: Vec<TopicPartition> = partitions
+                .iter()
+                .filter(|(_, partition)| partition.topic_id == topic_id)
+                .map(|(key, _)| key.clone())
+                .collect();
             doomed.iter().filter_map(|key| partitions.remove(key)).collect()
         };
         drop(image);
@@ -425,7 +449,12 @@ impl Node {
     ///
     /// # Errors
     /// Metadata errors.
-    pub(crate) async fn set_topic_configs(&self, topic: &str, changes: Vec<(String, Option<String>)>, replace_all: bool) -> Result<(), BrokerError> {
+    pub(crate) async fn set_topic_configs(
+        &self,
+        topic: &str,
+        changes: Vec<(String, Option<String>)>,
+        replace_all: bool,
+    ) -> Result<(), BrokerError> {
         let image = self.image();
         let mut records = Vec::new();
         let resource = ConfigResource::Topic(topic.to_owned());
@@ -433,7 +462,11 @@ impl Node {
             if let Some(existing) = image.configs(&resource) {
                 for name in existing.keys() {
                     if !changes.iter().any(|(changed, _)| changed == name) {
-                        records.push(MetadataRecord::Config { resource: resource.clone(), name: name.clone(), value: None });
+                        records.push(MetadataRecord::Config {
+                            resource: resource.clone(),
+                            name: name.clone(),
+                            value: None,
+                        });
                     }
                 }
             }

@@ -193,7 +193,6 @@ impl Partition {
             }
         }
     }
-
 }
 
 /// Planted bug "ack-before-fsync": treats appended data as durable at once, so acks=all

@@ -24,18 +24,24 @@ async fn start_broker() -> TestBroker {
     let listener = rt::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
     let config = broker::BrokerConfig::for_tests(data.path().to_owned(), "127.0.0.1", port);
-    let broker = broker::Broker::start(config, storage::OsDisk::shared(), rt::time::system_clock()).await.expect("starts");
+    let broker =
+        broker::Broker::start(config, storage::OsDisk::shared(), rt::time::system_clock()).await.expect("starts");
     drop(tokio::spawn(async move { broker.serve(listener).await }));
     TestBroker { address: format!("127.0.0.1:{port}"), _data: data }
 }
 
 async fn connect(broker: &TestBroker) -> Client {
-    Client::connect(ClientConfig { bootstrap_servers: vec![broker.address.clone()], ..ClientConfig::default() }).await.expect("connects")
+    Client::connect(ClientConfig { bootstrap_servers: vec![broker.address.clone()], ..ClientConfig::default() })
+        .await
+        .expect("connects")
 }
 
 async fn create_topic(client: &Client, name: &str, partitions: i32) {
     let results = Admin::new(client)
-        .create_topics(&[NewTopic { name: name.into(), num_partitions: partitions, replication_factor: 1, configs: Vec::new() }], false)
+        .create_topics(
+            &[NewTopic { name: name.into(), num_partitions: partitions, replication_factor: 1, configs: Vec::new() }],
+            false,
+        )
         .await
         .expect("request");
     for (_, result) in results {
@@ -48,8 +54,11 @@ async fn produced_records_are_delivered_in_order_and_read_back() {
     let broker = start_broker().await;
     let client = connect(&broker).await;
     create_topic(&client, "events", 3).await;
-    let producer = Producer::new(client.clone(), ProducerConfig { compression: Compression::Lz4, batch_size: 512, ..ProducerConfig::default() })
-        .expect("valid config");
+    let producer = Producer::new(
+        client.clone(),
+        ProducerConfig { compression: Compression::Lz4, batch_size: 512, ..ProducerConfig::default() },
+    )
+    .expect("valid config");
     let mut deliveries = Vec::new();
     for index in 0..60u32 {
         let mut record = ProducerRecord::new("events", format!("value-{index}"));
@@ -71,10 +80,17 @@ async fn produced_records_are_delivered_in_order_and_read_back() {
     }
     for offsets in delivered.values() {
         let expected: Vec<Offset> = (0..offsets.len() as i64).map(Offset).collect();
-        assert_eq!(offsets.iter().map(|(offset, _)| *offset).collect::<Vec<_>>(), expected, "dense offsets in send order");
+        assert_eq!(
+            offsets.iter().map(|(offset, _)| *offset).collect::<Vec<_>>(),
+            expected,
+            "dense offsets in send order"
+        );
     }
-    let mut consumer =
-        Consumer::new(client.clone(), ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() }).expect("valid config");
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() },
+    )
+    .expect("valid config");
     consumer.assign((0..3).map(|partition| TopicPartition::new("events", partition)).collect());
     let mut consumed: BTreeMap<i32, Vec<(Offset, String)>> = BTreeMap::new();
     let mut count = 0;
@@ -104,7 +120,8 @@ async fn acks_zero_and_one_records_become_readable() {
     let client = connect(&broker).await;
     create_topic(&client, "fire", 1).await;
     for acks in [Acks::None, Acks::Leader] {
-        let producer = Producer::new(client.clone(), ProducerConfig { acks, ..ProducerConfig::default() }).expect("valid");
+        let producer =
+            Producer::new(client.clone(), ProducerConfig { acks, ..ProducerConfig::default() }).expect("valid");
         for index in 0..10 {
             let _ = producer.send(ProducerRecord::new("fire", format!("{index}"))).await.expect("accepted");
         }
@@ -135,8 +152,11 @@ async fn the_consumer_seeks_and_resets_positions_below_the_log_start() {
     let topic_partition = TopicPartition::new("seek", 0);
     let low_watermark = Admin::new(&client).delete_records(&topic_partition, Offset(4)).await.expect("deletes");
     assert_eq!(low_watermark, Offset(4));
-    let mut consumer =
-        Consumer::new(client.clone(), ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() }).expect("valid");
+    let mut consumer = Consumer::new(
+        client.clone(),
+        ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() },
+    )
+    .expect("valid");
     consumer.assign(vec![topic_partition.clone()]);
     consumer.seek(&topic_partition, SeekTo::Offset(Offset(1))).await.expect("seeks");
     let mut first = None;
@@ -161,8 +181,18 @@ async fn admin_reports_per_topic_errors() {
             &[
                 NewTopic { name: "exists".into(), num_partitions: 1, replication_factor: 1, configs: Vec::new() },
                 NewTopic { name: "bad/name".into(), num_partitions: 1, replication_factor: 1, configs: Vec::new() },
-                NewTopic { name: "three-replicas".into(), num_partitions: 1, replication_factor: 3, configs: Vec::new() },
-                NewTopic { name: "bad-config".into(), num_partitions: 1, replication_factor: 1, configs: vec![("retention.ms".into(), "soon".into())] },
+                NewTopic {
+                    name: "three-replicas".into(),
+                    num_partitions: 1,
+                    replication_factor: 3,
+                    configs: Vec::new(),
+                },
+                NewTopic {
+                    name: "bad-config".into(),
+                    num_partitions: 1,
+                    replication_factor: 1,
+                    configs: vec![("retention.ms".into(), "soon".into())],
+                },
                 NewTopic { name: "fresh".into(), num_partitions: 2, replication_factor: 1, configs: Vec::new() },
             ],
             false,
@@ -182,8 +212,12 @@ async fn an_unreachable_bootstrap_server_is_a_retriable_error() {
     let listener = rt::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let address = listener.local_addr().expect("address").to_string();
     drop(listener);
-    let error = Client::connect(ClientConfig { bootstrap_servers: vec![address], request_timeout_ms: 2000, ..ClientConfig::default() })
-        .await
-        .expect_err("nothing listens there");
+    let error = Client::connect(ClientConfig {
+        bootstrap_servers: vec![address],
+        request_timeout_ms: 2000,
+        ..ClientConfig::default()
+    })
+    .await
+    .expect_err("nothing listens there");
     assert!(error.is_retriable(), "{error}");
 }

@@ -8,25 +8,17 @@
 
 use protocol::ids::{Offset, TopicPartition};
 use protocol::kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
-use protocol::kafka_protocol::messages::create_topics_request::{
-    CreatableTopic, CreatableTopicConfig,
-};
-use protocol::kafka_protocol::messages::delete_records_request::{
-    DeleteRecordsPartition, DeleteRecordsTopic,
-};
+use protocol::kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
+use protocol::kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
 use protocol::kafka_protocol::messages::delete_topics_request::DeleteTopicState;
 use protocol::kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use protocol::kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
-use protocol::kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
-use protocol::kafka_protocol::messages::list_offsets_request::{
-    ListOffsetsPartition, ListOffsetsTopic,
-};
+use protocol::kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use protocol::kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
 use protocol::kafka_protocol::messages::{
-    ApiKey, BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest,
-    DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
-    IncrementalAlterConfigsRequest, ListOffsetsRequest, RequestKind, ResponseKind,
+    ApiKey, BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
+    DescribeClusterRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest, RequestKind,
+    ResponseKind,
 };
 use protocol::kafka_protocol::protocol::StrBytes;
 
@@ -69,12 +61,7 @@ pub struct NewTopic {
 impl NewTopic {
     /// A topic with the broker's default partition count and replication factor.
     pub fn new(name: impl Into<String>) -> Self {
-        NewTopic {
-            name: name.into(),
-            num_partitions: -1,
-            replication_factor: -1,
-            configs: Vec::new(),
-        }
+        NewTopic { name: name.into(), num_partitions: -1, replication_factor: -1, configs: Vec::new() }
     }
 }
 
@@ -211,9 +198,7 @@ pub struct Admin {
 impl Admin {
     /// An admin handle sharing the client's connections and metadata.
     pub fn new(client: &Client) -> Self {
-        Admin {
-            client: client.clone(),
-        }
+        Admin { client: client.clone() }
     }
 
     fn timeout_ms(&self) -> i32 {
@@ -223,10 +208,7 @@ impl Admin {
     /// The controller if the metadata names a known broker, else any broker.
     fn controller(&self) -> Option<i32> {
         self.client.with_metadata(|metadata| {
-            metadata
-                .brokers
-                .contains_key(&metadata.controller_id)
-                .then_some(metadata.controller_id)
+            metadata.brokers.contains_key(&metadata.controller_id).then_some(metadata.controller_id)
         })
     }
 
@@ -234,11 +216,7 @@ impl Admin {
     ///
     /// # Errors
     /// Connection and request errors.
-    pub async fn create_topics(
-        &self,
-        topics: &[NewTopic],
-        validate_only: bool,
-    ) -> Result<ItemResults, ClientError> {
+    pub async fn create_topics(&self, topics: &[NewTopic], validate_only: bool) -> Result<ItemResults, ClientError> {
         let request = CreateTopicsRequest::default()
             .with_timeout_ms(self.timeout_ms())
             .with_validate_only(validate_only)
@@ -268,15 +246,9 @@ impl Admin {
         let results = response
             .topics
             .into_iter()
-            .map(|topic| {
-                (
-                    topic.name.0.to_string(),
-                    item_result(topic.error_code, topic.error_message),
-                )
-            })
+            .map(|topic| (topic.name.0.to_string(), item_result(topic.error_code, topic.error_message)))
             .collect();
-        self.forget_metadata_soon(topics.iter().map(|topic| topic.name.clone()).collect())
-            .await;
+        self.forget_metadata_soon(topics.iter().map(|topic| topic.name.clone()).collect()).await;
         Ok(results)
     }
 
@@ -290,28 +262,19 @@ impl Admin {
         let request = DeleteTopicsRequest::default().with_timeout_ms(self.timeout_ms());
         let request = if connection.version_for(ApiKey::DeleteTopics)? >= 6 {
             request.with_topics(
-                names
-                    .iter()
-                    .map(|name| DeleteTopicState::default().with_name(Some(topic_name(name))))
-                    .collect(),
+                names.iter().map(|name| DeleteTopicState::default().with_name(Some(topic_name(name)))).collect(),
             )
         } else {
             request.with_topic_names(names.iter().map(|name| topic_name(name)).collect())
         };
-        let ResponseKind::DeleteTopics(response) =
-            connection.send(&RequestKind::DeleteTopics(request)).await?
-        else {
-            return Err(ClientError::UnexpectedResponse {
-                api_key: ApiKey::DeleteTopics,
-            });
+        let ResponseKind::DeleteTopics(response) = connection.send(&RequestKind::DeleteTopics(request)).await? else {
+            return Err(ClientError::UnexpectedResponse { api_key: ApiKey::DeleteTopics });
         };
         let results = response
             .responses
             .into_iter()
             .map(|topic| {
-                let name = topic
-                    .name
-                    .map_or_else(|| topic.topic_id.to_string(), |name| name.0.to_string());
+                let name = topic.name.map_or_else(|| topic.topic_id.to_string(), |name| name.0.to_string());
                 (name, item_result(topic.error_code, topic.error_message))
             })
             .collect();
@@ -344,9 +307,7 @@ impl Admin {
     /// # Errors
     /// `Broker` with UNKNOWN_TOPIC_OR_PARTITION, connection and request errors.
     pub async fn describe_topic(&self, name: &str) -> Result<TopicDescription, ClientError> {
-        self.client
-            .refresh_metadata(Some(&[name.to_owned()]))
-            .await?;
+        self.client.refresh_metadata(Some(&[name.to_owned()])).await?;
         self.client.with_metadata(|metadata| {
             let Some(topic) = metadata.topics.get(name) else {
                 return Err(ClientError::MissingFromResponse {
@@ -370,27 +331,21 @@ impl Admin {
     ///
     /// # Errors
     /// `Broker` (INVALID_PARTITIONS, ...), connection and request errors.
-    pub async fn create_partitions(
-        &self,
-        topic: &str,
-        total_count: i32,
-    ) -> Result<(), ClientError> {
-        let request = CreatePartitionsRequest::default()
-            .with_timeout_ms(self.timeout_ms())
-            .with_topics(vec![CreatePartitionsTopic::default()
+    pub async fn create_partitions(&self, topic: &str, total_count: i32) -> Result<(), ClientError> {
+        let request = CreatePartitionsRequest::default().with_timeout_ms(self.timeout_ms()).with_topics(vec![
+            CreatePartitionsTopic::default()
                 .with_name(topic_name(topic))
                 .with_count(total_count)
-                .with_assignments(None)]);
+                .with_assignments(None),
+        ]);
         let response = send!(self.client, self.controller(), CreatePartitions, request);
-        let result = response
-            .results
-            .into_iter()
-            .find(|result| result.name.0.as_str() == topic)
-            .ok_or_else(|| ClientError::MissingFromResponse {
+        let result = response.results.into_iter().find(|result| result.name.0.as_str() == topic).ok_or_else(|| {
+            ClientError::MissingFromResponse {
                 api_key: ApiKey::CreatePartitions,
                 topic: topic.to_owned(),
                 partition: None,
-            })?;
+            }
+        })?;
         self.forget_metadata_soon(vec![topic.to_owned()]).await;
         item_result(result.error_code, result.error_message)
     }
@@ -400,24 +355,15 @@ impl Admin {
     /// # Errors
     /// `Broker` (UNKNOWN_TOPIC_OR_PARTITION, ...), connection and request errors.
     pub async fn describe_configs(&self, topic: &str) -> Result<Vec<ConfigEntry>, ClientError> {
-        self.describe_resource(None, RESOURCE_TYPE_TOPIC, topic)
-            .await
+        self.describe_resource(None, RESOURCE_TYPE_TOPIC, topic).await
     }
 
     /// A broker's configs, asked of that broker.
     ///
     /// # Errors
     /// `UnknownBroker`, connection and request errors.
-    pub async fn describe_broker_configs(
-        &self,
-        broker_id: i32,
-    ) -> Result<Vec<ConfigEntry>, ClientError> {
-        self.describe_resource(
-            Some(broker_id),
-            RESOURCE_TYPE_BROKER,
-            &broker_id.to_string(),
-        )
-        .await
+    pub async fn describe_broker_configs(&self, broker_id: i32) -> Result<Vec<ConfigEntry>, ClientError> {
+        self.describe_resource(Some(broker_id), RESOURCE_TYPE_BROKER, &broker_id.to_string()).await
     }
 
     async fn describe_resource(
@@ -426,19 +372,15 @@ impl Admin {
         resource_type: i8,
         name: &str,
     ) -> Result<Vec<ConfigEntry>, ClientError> {
-        let request = DescribeConfigsRequest::default().with_resources(vec![
-            DescribeConfigsResource::default()
-                .with_resource_type(resource_type)
-                .with_resource_name(StrBytes::from_string(name.to_owned()))
-                .with_configuration_keys(None),
-        ]);
+        let request = DescribeConfigsRequest::default().with_resources(vec![DescribeConfigsResource::default()
+            .with_resource_type(resource_type)
+            .with_resource_name(StrBytes::from_string(name.to_owned()))
+            .with_configuration_keys(None)]);
         let response = send!(self.client, broker, DescribeConfigs, request);
-        let result = response.results.into_iter().next().ok_or_else(|| {
-            ClientError::MissingFromResponse {
-                api_key: ApiKey::DescribeConfigs,
-                topic: name.to_owned(),
-                partition: None,
-            }
+        let result = response.results.into_iter().next().ok_or_else(|| ClientError::MissingFromResponse {
+            api_key: ApiKey::DescribeConfigs,
+            topic: name.to_owned(),
+            partition: None,
         })?;
         config_entries(result)
     }
@@ -465,19 +407,15 @@ impl Admin {
                     .with_value(value)
             })
             .collect();
-        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![
-            AlterConfigsResource::default()
-                .with_resource_type(RESOURCE_TYPE_TOPIC)
-                .with_resource_name(StrBytes::from_string(topic.to_owned()))
-                .with_configs(configs),
-        ]);
+        let request = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
+            .with_resource_type(RESOURCE_TYPE_TOPIC)
+            .with_resource_name(StrBytes::from_string(topic.to_owned()))
+            .with_configs(configs)]);
         let response = send!(self.client, None, IncrementalAlterConfigs, request);
-        let result = response.responses.into_iter().next().ok_or_else(|| {
-            ClientError::MissingFromResponse {
-                api_key: ApiKey::IncrementalAlterConfigs,
-                topic: topic.to_owned(),
-                partition: None,
-            }
+        let result = response.responses.into_iter().next().ok_or_else(|| ClientError::MissingFromResponse {
+            api_key: ApiKey::IncrementalAlterConfigs,
+            topic: topic.to_owned(),
+            partition: None,
         })?;
         item_result(result.error_code, result.error_message)
     }
@@ -505,13 +443,13 @@ impl Admin {
         before: Offset,
     ) -> Result<Offset, ClientError> {
         let leader = self.client.leader_for(topic_partition).await?;
-        let request = DeleteRecordsRequest::default()
-            .with_timeout_ms(self.timeout_ms())
-            .with_topics(vec![DeleteRecordsTopic::default()
-                .with_name(topic_name(&topic_partition.topic))
-                .with_partitions(vec![DeleteRecordsPartition::default()
+        let request = DeleteRecordsRequest::default().with_timeout_ms(self.timeout_ms()).with_topics(vec![
+            DeleteRecordsTopic::default().with_name(topic_name(&topic_partition.topic)).with_partitions(vec![
+                DeleteRecordsPartition::default()
                     .with_partition_index(topic_partition.partition.0)
-                    .with_offset(before.0)])]);
+                    .with_offset(before.0),
+            ]),
+        ]);
         let response = send!(self.client, Some(leader), DeleteRecords, request);
         let result = response
             .topics
@@ -533,10 +471,8 @@ impl Admin {
     pub async fn describe_cluster(&self) -> Result<ClusterDescription, ClientError> {
         let request = DescribeClusterRequest::default();
         let response = send!(self.client, None, DescribeCluster, request);
-        if let Some(error) = ClientError::from_code(
-            response.error_code,
-            response.error_message.map(|m| m.to_string()),
-        ) {
+        if let Some(error) = ClientError::from_code(response.error_code, response.error_message.map(|m| m.to_string()))
+        {
             return Err(error);
         }
         Ok(ClusterDescription {
@@ -545,11 +481,7 @@ impl Admin {
             brokers: response
                 .brokers
                 .into_iter()
-                .map(|broker| BrokerInfo {
-                    id: broker.broker_id.0,
-                    host: broker.host.to_string(),
-                    port: broker.port,
-                })
+                .map(|broker| BrokerInfo { id: broker.broker_id.0, host: broker.host.to_string(), port: broker.port })
                 .collect(),
         })
     }
@@ -570,9 +502,8 @@ pub(crate) async fn list_offset(
     spec: OffsetSpec,
 ) -> Result<(Offset, i64), ClientError> {
     let leader = client.leader_for(topic_partition).await?;
-    let request = ListOffsetsRequest::default()
-        .with_replica_id(BrokerId(-1))
-        .with_topics(vec![ListOffsetsTopic::default()
+    let request =
+        ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![ListOffsetsTopic::default()
             .with_name(topic_name(&topic_partition.topic))
             .with_partitions(vec![ListOffsetsPartition::default()
                 .with_partition_index(topic_partition.partition.0)
@@ -606,10 +537,7 @@ fn item_result(error_code: i16, message: Option<StrBytes>) -> Result<(), ClientE
 
 /// The entries of one DescribeConfigs result, or its error.
 fn config_entries(result: DescribeConfigsResult) -> Result<Vec<ConfigEntry>, ClientError> {
-    if let Some(error) = ClientError::from_code(
-        result.error_code,
-        result.error_message.map(|m| m.to_string()),
-    ) {
+    if let Some(error) = ClientError::from_code(result.error_code, result.error_message.map(|m| m.to_string())) {
         return Err(error);
     }
     Ok(result
@@ -665,14 +593,10 @@ mod tests {
         assert!(!entries[0].is_default);
         assert!(entries[1].is_default);
 
-        let failed = DescribeConfigsResult::default()
-            .with_error_code(ResponseError::UnknownTopicOrPartition.code());
+        let failed = DescribeConfigsResult::default().with_error_code(ResponseError::UnknownTopicOrPartition.code());
         assert!(matches!(
             config_entries(failed),
-            Err(ClientError::Broker {
-                error: ResponseError::UnknownTopicOrPartition,
-                ..
-            })
+            Err(ClientError::Broker { error: ResponseError::UnknownTopicOrPartition, .. })
         ));
     }
 

@@ -81,14 +81,7 @@ impl Metadata {
                 .into_iter()
                 .map(|broker| {
                     let id = broker.node_id.0;
-                    (
-                        id,
-                        BrokerInfo {
-                            id,
-                            host: broker.host.to_string(),
-                            port: broker.port,
-                        },
-                    )
+                    (id, BrokerInfo { id, host: broker.host.to_string(), port: broker.port })
                 })
                 .collect();
         }
@@ -207,20 +200,13 @@ impl Client {
         allow_auto_topic_creation: bool,
     ) -> Result<(), ClientError> {
         let request_topics = topics.map(|names| {
-            names
-                .iter()
-                .map(|name| MetadataRequestTopic::default().with_name(Some(topic_name(name))))
-                .collect()
+            names.iter().map(|name| MetadataRequestTopic::default().with_name(Some(topic_name(name)))).collect()
         });
         let request = MetadataRequest::default()
             .with_topics(request_topics)
             .with_allow_auto_topic_creation(allow_auto_topic_creation);
-        let ResponseKind::Metadata(response) =
-            self.send(None, RequestKind::Metadata(request)).await?
-        else {
-            return Err(ClientError::UnexpectedResponse {
-                api_key: ApiKey::Metadata,
-            });
+        let ResponseKind::Metadata(response) = self.send(None, RequestKind::Metadata(request)).await? else {
+            return Err(ClientError::UnexpectedResponse { api_key: ApiKey::Metadata });
         };
         lock(&self.inner.metadata).apply(response, topics.is_none(), Instant::now());
         Ok(())
@@ -244,8 +230,7 @@ impl Client {
         if let Some(partitions) = self.fresh_partitions(topic) {
             return Ok(partitions);
         }
-        self.refresh_metadata_with(Some(&[topic.to_owned()]), allow_auto_topic_creation)
-            .await?;
+        self.refresh_metadata_with(Some(&[topic.to_owned()]), allow_auto_topic_creation).await?;
         let metadata = lock(&self.inner.metadata);
         let Some(cached) = metadata.topics.get(topic) else {
             return Err(ClientError::MissingFromResponse {
@@ -266,9 +251,7 @@ impl Client {
         let max_age = Duration::from_millis(self.inner.config.metadata_max_age_ms);
         let metadata = lock(&self.inner.metadata);
         let cached = metadata.topics.get(topic)?;
-        let fresh = cached.error_code == 0
-            && !cached.partitions.is_empty()
-            && cached.updated_at.elapsed() < max_age;
+        let fresh = cached.error_code == 0 && !cached.partitions.is_empty() && cached.updated_at.elapsed() < max_age;
         fresh.then(|| cached.partitions.clone())
     }
 
@@ -276,10 +259,7 @@ impl Client {
     pub(crate) fn cached_leader(&self, topic_partition: &TopicPartition) -> Option<i32> {
         let metadata = lock(&self.inner.metadata);
         let topic = metadata.topics.get(&topic_partition.topic)?;
-        let partition = topic
-            .partitions
-            .iter()
-            .find(|p| p.partition == topic_partition.partition.0)?;
+        let partition = topic.partitions.iter().find(|p| p.partition == topic_partition.partition.0)?;
         (partition.leader >= 0).then_some(partition.leader)
     }
 
@@ -287,19 +267,13 @@ impl Client {
     ///
     /// # Errors
     /// `LeaderNotAvailable`, or the refresh's errors.
-    pub(crate) async fn leader_for(
-        &self,
-        topic_partition: &TopicPartition,
-    ) -> Result<i32, ClientError> {
+    pub(crate) async fn leader_for(&self, topic_partition: &TopicPartition) -> Result<i32, ClientError> {
         if let Some(leader) = self.cached_leader(topic_partition) {
             return Ok(leader);
         }
-        self.refresh_metadata(Some(std::slice::from_ref(&topic_partition.topic)))
-            .await?;
+        self.refresh_metadata(Some(std::slice::from_ref(&topic_partition.topic))).await?;
         self.cached_leader(topic_partition)
-            .ok_or_else(|| ClientError::LeaderNotAvailable {
-                topic_partition: topic_partition.clone(),
-            })
+            .ok_or_else(|| ClientError::LeaderNotAvailable { topic_partition: topic_partition.clone() })
     }
 
     /// Runs `read` over the metadata cache.
@@ -316,20 +290,13 @@ impl Client {
     /// # Errors
     /// `UnknownBroker`, `NoBrokerAvailable`, `Connect`, version negotiation errors,
     /// `Disconnected`, `RequestTimeout`, encode/decode errors.
-    pub async fn send(
-        &self,
-        broker: Option<i32>,
-        request: RequestKind,
-    ) -> Result<ResponseKind, ClientError> {
+    pub async fn send(&self, broker: Option<i32>, request: RequestKind) -> Result<ResponseKind, ClientError> {
         let connection = self.connection(broker).await?;
         connection.send(&request).await
     }
 
     /// A live connection to a broker (`None`: any).
-    pub(crate) async fn connection(
-        &self,
-        broker: Option<i32>,
-    ) -> Result<Arc<Connection>, ClientError> {
+    pub(crate) async fn connection(&self, broker: Option<i32>) -> Result<Arc<Connection>, ClientError> {
         match broker {
             Some(broker_id) => {
                 let address = self.broker_address(broker_id)?;
@@ -348,11 +315,7 @@ impl Client {
 
     /// The pooled connection to `address`, dialled if missing or dead.
     async fn connection_to(&self, address: &str) -> Result<Arc<Connection>, ClientError> {
-        let slot = Arc::clone(
-            lock(&self.inner.slots)
-                .entry(address.to_owned())
-                .or_default(),
-        );
+        let slot = Arc::clone(lock(&self.inner.slots).entry(address.to_owned()).or_default());
         let mut connection = slot.lock().await;
         if let Some(live) = connection.as_ref().filter(|existing| existing.is_alive()) {
             return Ok(Arc::clone(live));
@@ -375,11 +338,10 @@ impl Client {
                 }
             }
         }
-        let mut candidates: Vec<String> = self
-            .with_metadata(|metadata| metadata.brokers.values().map(BrokerInfo::address).collect());
+        let mut candidates: Vec<String> =
+            self.with_metadata(|metadata| metadata.brokers.values().map(BrokerInfo::address).collect());
         if !candidates.is_empty() {
-            let start =
-                usize::try_from(rt::rand::random_u64() % candidates.len() as u64).unwrap_or(0);
+            let start = usize::try_from(rt::rand::random_u64() % candidates.len() as u64).unwrap_or(0);
             candidates.rotate_left(start);
         }
         for bootstrap in &self.inner.config.bootstrap_servers {
@@ -393,9 +355,7 @@ impl Client {
                 Err(error) => tracing::debug!(%address, %error, "broker unreachable"),
             }
         }
-        Err(ClientError::NoBrokerAvailable {
-            attempted: candidates,
-        })
+        Err(ClientError::NoBrokerAvailable { attempted: candidates })
     }
 }
 
@@ -422,18 +382,16 @@ mod tests {
                 topics
                     .iter()
                     .map(|(name, partitions)| {
-                        MetadataResponseTopic::default()
-                            .with_name(Some(topic_name(name)))
-                            .with_partitions(
-                                partitions
-                                    .iter()
-                                    .map(|(index, leader)| {
-                                        MetadataResponsePartition::default()
-                                            .with_partition_index(*index)
-                                            .with_leader_id(BrokerId(*leader))
-                                    })
-                                    .collect(),
-                            )
+                        MetadataResponseTopic::default().with_name(Some(topic_name(name))).with_partitions(
+                            partitions
+                                .iter()
+                                .map(|(index, leader)| {
+                                    MetadataResponsePartition::default()
+                                        .with_partition_index(*index)
+                                        .with_leader_id(BrokerId(*leader))
+                                })
+                                .collect(),
+                        )
                     })
                     .collect(),
             )
@@ -442,27 +400,14 @@ mod tests {
     #[test]
     fn metadata_sorts_partitions_and_forgets_deleted_topics_on_full_refresh() {
         let mut metadata = Metadata::default();
-        metadata.apply(
-            response(&[("a", &[(1, 1), (0, 1)]), ("b", &[(0, -1)])]),
-            true,
-            Instant::now(),
-        );
+        metadata.apply(response(&[("a", &[(1, 1), (0, 1)]), ("b", &[(0, -1)])]), true, Instant::now());
         let a = &metadata.topics["a"];
-        assert_eq!(
-            a.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(),
-            vec![0, 1]
-        );
+        assert_eq!(a.partitions.iter().map(|p| p.partition).collect::<Vec<_>>(), vec![0, 1]);
         assert_eq!(metadata.brokers[&1].address(), "b1:9092");
 
         metadata.apply(response(&[("a", &[(0, 1)])]), false, Instant::now());
-        assert!(
-            metadata.topics.contains_key("b"),
-            "a partial refresh keeps other topics"
-        );
+        assert!(metadata.topics.contains_key("b"), "a partial refresh keeps other topics");
         metadata.apply(response(&[("a", &[(0, 1)])]), true, Instant::now());
-        assert!(
-            !metadata.topics.contains_key("b"),
-            "a full refresh forgets deleted topics"
-        );
+        assert!(!metadata.topics.contains_key("b"), "a full refresh forgets deleted topics");
     }
 }

@@ -60,11 +60,7 @@ impl ClientConfig {
         if self.bootstrap_servers.is_empty() {
             return invalid("bootstrap_servers", "needs at least one host:port");
         }
-        if self
-            .bootstrap_servers
-            .iter()
-            .any(|address| !address.contains(':'))
-        {
+        if self.bootstrap_servers.iter().any(|address| !address.contains(':')) {
             return invalid("bootstrap_servers", "every entry must be host:port");
         }
         if self.request_timeout_ms == 0 || self.request_timeout_ms > i32::MAX as u64 {
@@ -84,27 +80,9 @@ mod tests {
     #[test]
     fn defaults_are_valid_and_bad_fields_are_named() {
         assert!(ClientConfig::default().validate().is_ok());
-        let config = ClientConfig {
-            bootstrap_servers: vec![],
-            ..ClientConfig::default()
-        };
-        assert!(matches!(
-            config.validate(),
-            Err(ClientError::InvalidConfig {
-                field: "bootstrap_servers",
-                ..
-            })
-        ));
-        let config = ClientConfig {
-            socket_max_bytes: 10,
-            ..ClientConfig::default()
-        };
-        assert!(matches!(
-            config.validate(),
-            Err(ClientError::InvalidConfig {
-                field: "socket_max_bytes",
-                ..
-            })
-        ));
+        let config = ClientConfig { bootstrap_servers: vec![], ..ClientConfig::default() };
+        assert!(matches!(config.validate(), Err(ClientError::InvalidConfig { field: "bootstrap_servers", .. })));
+        let config = ClientConfig { socket_max_bytes: 10, ..ClientConfig::default() };
+        assert!(matches!(config.validate(), Err(ClientError::InvalidConfig { field: "socket_max_bytes", .. })));
     }
 }

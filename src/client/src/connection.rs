@@ -37,8 +37,7 @@ use rt::time::{timeout, Duration};
 use crate::error::{ClientError, DisconnectCause};
 use crate::limits::{CLIENT_SOFTWARE_NAME, IN_FLIGHT_REQUESTS_MAX, WRITE_QUEUE_FRAMES_MAX};
 use crate::versions::{
-    api_versions_retry_version, decode_api_versions_response, BrokerApiVersions,
-    API_VERSIONS_HANDSHAKE_VERSION,
+    api_versions_retry_version, decode_api_versions_response, BrokerApiVersions, API_VERSIONS_HANDSHAKE_VERSION,
 };
 
 /// Bytes of the correlation id that starts every response frame.
@@ -95,10 +94,7 @@ struct SharedState {
 
 impl Shared {
     fn disconnected(&self, cause: DisconnectCause) -> ClientError {
-        ClientError::Disconnected {
-            address: self.address.clone(),
-            cause,
-        }
+        ClientError::Disconnected { address: self.address.clone(), cause }
     }
 
     fn dead(&self) -> Option<DisconnectCause> {
@@ -163,18 +159,10 @@ impl Connection {
     /// # Errors
     /// `Connect` if the dial fails or the whole setup times out; whatever the handshake
     /// request returns otherwise.
-    pub(crate) async fn connect(
-        address: &str,
-        options: ConnectionOptions,
-    ) -> Result<Connection, ClientError> {
-        let connect_error = |kind| ClientError::Connect {
-            address: address.to_owned(),
-            kind,
-        };
+    pub(crate) async fn connect(address: &str, options: ConnectionOptions) -> Result<Connection, ClientError> {
+        let connect_error = |kind| ClientError::Connect { address: address.to_owned(), kind };
         let setup = async {
-            let stream = TcpStream::connect(address)
-                .await
-                .map_err(|error| connect_error(error.kind()))?;
+            let stream = TcpStream::connect(address).await.map_err(|error| connect_error(error.kind()))?;
             // Latency matters more than packet count for request/response traffic.
             let _ = stream.set_nodelay(true);
             let mut connection = Connection::start(address, stream, options.clone());
@@ -197,23 +185,10 @@ impl Connection {
             state: Mutex::new(SharedState::default()),
         });
         let (frames, queued) = mpsc::channel(WRITE_QUEUE_FRAMES_MAX);
-        drop(rt::task::spawn(write_loop(
-            Arc::clone(&shared),
-            write,
-            queued,
-        )));
-        let reader = rt::task::spawn(read_loop(
-            Arc::clone(&shared),
-            read,
-            options.socket_max_bytes,
-        ));
+        drop(rt::task::spawn(write_loop(Arc::clone(&shared), write, queued)));
+        let reader = rt::task::spawn(read_loop(Arc::clone(&shared), read, options.socket_max_bytes));
         lock(&shared.state).reader = Some(reader);
-        Connection {
-            shared,
-            frames,
-            versions: BrokerApiVersions::default(),
-            options,
-        }
+        Connection { shared, frames, versions: BrokerApiVersions::default(), options }
     }
 
     /// ApiVersions at v3; on UNSUPPORTED_VERSION (answered in v0 format) once more at the
@@ -227,13 +202,9 @@ impl Connection {
         let mut version = API_VERSIONS_HANDSHAKE_VERSION;
         let mut retried = false;
         loop {
-            let ResponseKind::ApiVersions(response) = self
-                .request_at(ApiKey::ApiVersions, version, &request)
-                .await?
+            let ResponseKind::ApiVersions(response) = self.request_at(ApiKey::ApiVersions, version, &request).await?
             else {
-                return Err(ClientError::UnexpectedResponse {
-                    api_key: ApiKey::ApiVersions,
-                });
+                return Err(ClientError::UnexpectedResponse { api_key: ApiKey::ApiVersions });
             };
             match ResponseError::try_from_code(response.error_code) {
                 None => {
@@ -244,12 +215,7 @@ impl Connection {
                     version = api_versions_retry_version(&response);
                     retried = true;
                 }
-                Some(error) => {
-                    return Err(ClientError::Broker {
-                        error,
-                        message: None,
-                    })
-                }
+                Some(error) => return Err(ClientError::Broker { error, message: None }),
             }
         }
     }
@@ -265,10 +231,9 @@ impl Connection {
     /// `UnsupportedApi` or `UnsupportedVersion`.
     pub(crate) fn version_for(&self, api_key: ApiKey) -> Result<i16, ClientError> {
         self.versions.choose(api_key).map_err(|error| match error {
-            ClientError::UnsupportedApi { api_key, .. } => ClientError::UnsupportedApi {
-                address: self.shared.address.clone(),
-                api_key,
-            },
+            ClientError::UnsupportedApi { api_key, .. } => {
+                ClientError::UnsupportedApi { address: self.shared.address.clone(), api_key }
+            }
             other => other,
         })
     }
@@ -288,31 +253,17 @@ impl Connection {
     ///
     /// # Errors
     /// Version negotiation and encode errors, `Disconnected`.
-    pub(crate) async fn send_without_response(
-        &self,
-        request: &RequestKind,
-    ) -> Result<(), ClientError> {
+    pub(crate) async fn send_without_response(&self, request: &RequestKind) -> Result<(), ClientError> {
         let api_key = request_api_key(request)?;
         let version = self.version_for(api_key)?;
         if let Some(cause) = self.shared.dead() {
             return Err(self.shared.disconnected(cause));
         }
-        let correlation_id = self
-            .shared
-            .next_correlation_id
-            .fetch_add(1, Ordering::Relaxed);
-        let frame = encode_request(
-            api_key,
-            version,
-            correlation_id,
-            &self.options.client_id,
-            request,
-        )?;
+        let correlation_id = self.shared.next_correlation_id.fetch_add(1, Ordering::Relaxed);
+        let frame = encode_request(api_key, version, correlation_id, &self.options.client_id, request)?;
         match timeout(self.options.request_timeout, self.frames.send(frame)).await {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(self
-                .shared
-                .disconnected(self.shared.dead().unwrap_or(DisconnectCause::Closed))),
+            Ok(Err(_)) => Err(self.shared.disconnected(self.shared.dead().unwrap_or(DisconnectCause::Closed))),
             Err(_) => {
                 self.shared.shut_down(DisconnectCause::RequestTimedOut);
                 Err(self.timeout_error(api_key))
@@ -321,13 +272,8 @@ impl Connection {
     }
 
     fn timeout_error(&self, api_key: ApiKey) -> ClientError {
-        let timeout_ms =
-            u64::try_from(self.options.request_timeout.as_millis()).unwrap_or(u64::MAX);
-        ClientError::RequestTimeout {
-            address: self.shared.address.clone(),
-            api_key,
-            timeout_ms,
-        }
+        let timeout_ms = u64::try_from(self.options.request_timeout.as_millis()).unwrap_or(u64::MAX);
+        ClientError::RequestTimeout { address: self.shared.address.clone(), api_key, timeout_ms }
     }
 
     /// Sends a request at an explicit version and waits for the response, all within the
@@ -338,12 +284,7 @@ impl Connection {
         api_version: i16,
         request: &RequestKind,
     ) -> Result<ResponseKind, ClientError> {
-        match timeout(
-            self.options.request_timeout,
-            self.exchange(api_key, api_version, request),
-        )
-        .await
-        {
+        match timeout(self.options.request_timeout, self.exchange(api_key, api_version, request)).await {
             Ok(result) => result,
             Err(_) => {
                 self.shared.shut_down(DisconnectCause::RequestTimedOut);
@@ -363,27 +304,14 @@ impl Connection {
         // The semaphore is never closed, so acquiring only fails if that changes.
         let _slot = shared.in_flight.acquire().await.map_err(|_| gone())?;
         let correlation_id = shared.next_correlation_id.fetch_add(1, Ordering::Relaxed);
-        let frame = encode_request(
-            api_key,
-            api_version,
-            correlation_id,
-            &self.options.client_id,
-            request,
-        )?;
+        let frame = encode_request(api_key, api_version, correlation_id, &self.options.client_id, request)?;
         let (reply, response) = oneshot::channel();
         {
             let mut state = lock(&shared.state);
             if let Some(cause) = state.dead {
                 return Err(shared.disconnected(cause));
             }
-            state.pending.insert(
-                correlation_id,
-                Pending {
-                    api_key,
-                    api_version,
-                    reply,
-                },
-            );
+            state.pending.insert(correlation_id, Pending { api_key, api_version, reply });
         }
         if self.frames.send(frame).await.is_err() {
             lock(&shared.state).pending.remove(&correlation_id);
@@ -395,11 +323,7 @@ impl Connection {
 }
 
 /// Writes queued frames; flushes after each burst.
-async fn write_loop(
-    shared: Arc<Shared>,
-    mut write: WriteHalf<TcpStream>,
-    mut queued: mpsc::Receiver<BytesMut>,
-) {
+async fn write_loop(shared: Arc<Shared>, mut write: WriteHalf<TcpStream>, mut queued: mpsc::Receiver<BytesMut>) {
     while let Some(frame) = queued.recv().await {
         if shared.dead().is_some() {
             break;

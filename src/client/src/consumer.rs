@@ -19,9 +19,7 @@ use std::collections::BTreeMap;
 
 use protocol::ids::{Offset, TopicPartition};
 use protocol::kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use protocol::kafka_protocol::messages::{
-    ApiKey, FetchRequest, FetchResponse, RequestKind, ResponseKind,
-};
+use protocol::kafka_protocol::messages::{ApiKey, FetchRequest, FetchResponse, RequestKind, ResponseKind};
 use protocol::ResponseError;
 use rt::sync::mpsc;
 use rt::time::{sleep, Duration, Instant};
@@ -117,9 +115,7 @@ impl ConsumerConfig {
         if self.fetch_min_bytes < 0 {
             return invalid("fetch_min_bytes", "must not be negative");
         }
-        if self.fetch_max_bytes < 1
-            || usize::try_from(self.fetch_max_bytes).unwrap_or(usize::MAX) > socket_max_bytes
-        {
+        if self.fetch_max_bytes < 1 || usize::try_from(self.fetch_max_bytes).unwrap_or(usize::MAX) > socket_max_bytes {
             return invalid("fetch_max_bytes", "must be in 1..=socket_max_bytes");
         }
         if self.fetch_max_wait_ms < 0 {
@@ -185,11 +181,7 @@ impl Consumer {
     /// [`ClientError::InvalidConfig`].
     pub fn new(client: Client, config: ConsumerConfig) -> Result<Consumer, ClientError> {
         config.validate(client.config().socket_max_bytes)?;
-        Ok(Consumer {
-            client,
-            config,
-            partitions: BTreeMap::new(),
-        })
+        Ok(Consumer { client, config, partitions: BTreeMap::new() })
     }
 
     /// Replaces the assignment. Partitions that stay keep their positions.
@@ -213,42 +205,17 @@ impl Consumer {
     ///
     /// # Errors
     /// `NotAssigned`, and ListOffsets errors for every target but `Offset`.
-    pub async fn seek(
-        &mut self,
-        topic_partition: &TopicPartition,
-        to: SeekTo,
-    ) -> Result<(), ClientError> {
+    pub async fn seek(&mut self, topic_partition: &TopicPartition, to: SeekTo) -> Result<(), ClientError> {
         if !self.partitions.contains_key(topic_partition) {
-            return Err(ClientError::NotAssigned {
-                topic_partition: topic_partition.clone(),
-            });
+            return Err(ClientError::NotAssigned { topic_partition: topic_partition.clone() });
         }
         let position = match to {
             SeekTo::Offset(offset) => offset,
-            SeekTo::Beginning => {
-                list_offset(&self.client, topic_partition, OffsetSpec::Earliest)
-                    .await?
-                    .0
-            }
-            SeekTo::End => {
-                list_offset(&self.client, topic_partition, OffsetSpec::Latest)
-                    .await?
-                    .0
-            }
+            SeekTo::Beginning => list_offset(&self.client, topic_partition, OffsetSpec::Earliest).await?.0,
+            SeekTo::End => list_offset(&self.client, topic_partition, OffsetSpec::Latest).await?.0,
             SeekTo::Timestamp(timestamp_ms) => {
-                match list_offset(
-                    &self.client,
-                    topic_partition,
-                    OffsetSpec::Timestamp(timestamp_ms),
-                )
-                .await?
-                .0
-                {
-                    Offset(-1) => {
-                        list_offset(&self.client, topic_partition, OffsetSpec::Latest)
-                            .await?
-                            .0
-                    }
+                match list_offset(&self.client, topic_partition, OffsetSpec::Timestamp(timestamp_ms)).await?.0 {
+                    Offset(-1) => list_offset(&self.client, topic_partition, OffsetSpec::Latest).await?.0,
                     offset => offset,
                 }
             }
@@ -261,16 +228,12 @@ impl Consumer {
 
     /// The next offset `poll` will return for a partition, if known.
     pub fn position(&self, topic_partition: &TopicPartition) -> Option<Offset> {
-        self.partitions
-            .get(topic_partition)
-            .and_then(|state| state.position)
+        self.partitions.get(topic_partition).and_then(|state| state.position)
     }
 
     /// The partition's high watermark as of the last fetch response.
     pub fn high_watermark(&self, topic_partition: &TopicPartition) -> Option<Offset> {
-        self.partitions
-            .get(topic_partition)
-            .and_then(|state| state.high_watermark)
+        self.partitions.get(topic_partition).and_then(|state| state.high_watermark)
     }
 
     /// Fetches records from the assigned partitions, waiting up to `timeout` for some to
@@ -314,10 +277,7 @@ impl Consumer {
                 continue;
             };
             match self.client.cached_leader(tp) {
-                Some(leader) => by_leader
-                    .entry(leader)
-                    .or_default()
-                    .push((tp.clone(), position)),
+                Some(leader) => by_leader.entry(leader).or_default().push((tp.clone(), position)),
                 None => leaderless.push(tp.topic.clone()),
             }
         }
@@ -326,22 +286,13 @@ impl Consumer {
             self.client.refresh_metadata(Some(&leaderless)).await?;
         }
         if by_leader.is_empty() {
-            let topic_partition = self
-                .partitions
-                .keys()
-                .next()
-                .cloned()
-                .unwrap_or_else(|| TopicPartition::new("", -1));
+            let topic_partition = self.partitions.keys().next().cloned().unwrap_or_else(|| TopicPartition::new("", -1));
             return Err(ClientError::LeaderNotAvailable { topic_partition });
         }
 
-        let max_wait_ms = i32::try_from(
-            deadline
-                .saturating_duration_since(Instant::now())
-                .as_millis(),
-        )
-        .unwrap_or(i32::MAX)
-        .min(self.config.fetch_max_wait_ms);
+        let max_wait_ms = i32::try_from(deadline.saturating_duration_since(Instant::now()).as_millis())
+            .unwrap_or(i32::MAX)
+            .min(self.config.fetch_max_wait_ms);
         let (results, mut received) = mpsc::channel(by_leader.len());
         for (leader, partitions) in by_leader {
             let request = self.fetch_request(&partitions, max_wait_ms);
@@ -363,9 +314,7 @@ impl Consumer {
                 Ok(ResponseKind::Fetch(response)) => {
                     self.on_fetch_response(response, &mut records, &mut refresh_topics)
                 }
-                Ok(_) => Err(ClientError::UnexpectedResponse {
-                    api_key: ApiKey::Fetch,
-                }),
+                Ok(_) => Err(ClientError::UnexpectedResponse { api_key: ApiKey::Fetch }),
                 Err(error) => Err(error),
             };
             if let Err(error) = outcome {
@@ -385,11 +334,7 @@ impl Consumer {
         }
     }
 
-    fn fetch_request(
-        &self,
-        partitions: &[(TopicPartition, Offset)],
-        max_wait_ms: i32,
-    ) -> FetchRequest {
+    fn fetch_request(&self, partitions: &[(TopicPartition, Offset)], max_wait_ms: i32) -> FetchRequest {
         let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
         for (tp, position) in partitions {
             topics.entry(tp.topic.as_str()).or_default().push(
@@ -408,9 +353,7 @@ impl Consumer {
                 topics
                     .into_iter()
                     .map(|(topic, partitions)| {
-                        FetchTopic::default()
-                            .with_topic(topic_name(topic))
-                            .with_partitions(partitions)
+                        FetchTopic::default().with_topic(topic_name(topic)).with_partitions(partitions)
                     })
                     .collect(),
             )
@@ -457,25 +400,18 @@ impl Consumer {
                     }
                     Some(ResponseError::OffsetOutOfRange) => {
                         if self.config.auto_offset_reset == OffsetReset::None {
-                            first_error.get_or_insert(ClientError::OffsetOutOfRange {
-                                topic_partition: tp,
-                                offset: position,
-                            });
+                            first_error
+                                .get_or_insert(ClientError::OffsetOutOfRange { topic_partition: tp, offset: position });
                         } else {
                             tracing::debug!(topic_partition = %tp, %position, "position out of range; resetting");
                             state.position = None;
                         }
                     }
-                    Some(error)
-                        if error.is_retriable() || error == ResponseError::FencedLeaderEpoch =>
-                    {
+                    Some(error) if error.is_retriable() || error == ResponseError::FencedLeaderEpoch => {
                         refresh_topics.push(tp.topic);
                     }
                     Some(error) => {
-                        first_error.get_or_insert(ClientError::Broker {
-                            error,
-                            message: None,
-                        });
+                        first_error.get_or_insert(ClientError::Broker { error, message: None });
                     }
                 }
             }
@@ -485,31 +421,20 @@ impl Consumer {
 
     /// Gives every partition without a position one, per `auto_offset_reset`.
     async fn reset_missing_positions(&mut self) -> Result<(), ClientError> {
-        let missing: Vec<TopicPartition> = self
-            .partitions
-            .iter()
-            .filter(|(_, state)| state.position.is_none())
-            .map(|(tp, _)| tp.clone())
-            .collect();
+        let missing: Vec<TopicPartition> =
+            self.partitions.iter().filter(|(_, state)| state.position.is_none()).map(|(tp, _)| tp.clone()).collect();
         for tp in missing {
             let spec = match self.config.auto_offset_reset {
                 OffsetReset::Earliest => OffsetSpec::Earliest,
                 OffsetReset::Latest => OffsetSpec::Latest,
-                OffsetReset::None => {
-                    return Err(ClientError::NoOffsetForPartition {
-                        topic_partition: tp,
-                    })
-                }
+                OffsetReset::None => return Err(ClientError::NoOffsetForPartition { topic_partition: tp }),
             };
             let (offset, _) = match list_offset(&self.client, &tp, spec).await {
                 Ok(found) => found,
                 Err(error) => {
                     if error.is_retriable() {
                         // The leader may have moved; the next attempt looks it up afresh.
-                        let _ = self
-                            .client
-                            .refresh_metadata(Some(std::slice::from_ref(&tp.topic)))
-                            .await;
+                        let _ = self.client.refresh_metadata(Some(std::slice::from_ref(&tp.topic))).await;
                     }
                     return Err(error);
                 }
@@ -527,17 +452,12 @@ mod tests {
     use super::*;
     use crate::records::{encode_batch, BatchRecord};
     use bytes::Bytes;
-    use protocol::kafka_protocol::messages::fetch_response::{
-        FetchableTopicResponse, PartitionData,
-    };
+    use protocol::kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
     use protocol::kafka_protocol::records::Compression;
 
     fn consumer(reset: OffsetReset) -> Consumer {
         let client = Client::unconnected(crate::ClientConfig::default()).expect("valid config");
-        let config = ConsumerConfig {
-            auto_offset_reset: reset,
-            ..ConsumerConfig::default()
-        };
+        let config = ConsumerConfig { auto_offset_reset: reset, ..ConsumerConfig::default() };
         Consumer::new(client, config).expect("valid config")
     }
 
@@ -551,12 +471,7 @@ mod tests {
                 timestamp_ms: 7,
             })
             .collect();
-        let encoded = encode_batch(
-            &TopicPartition::new("t", 0),
-            records.iter(),
-            Compression::None,
-        )
-        .expect("encodes");
+        let encoded = encode_batch(&TopicPartition::new("t", 0), records.iter(), Compression::None).expect("encodes");
         let mut bytes = encoded.to_vec();
         protocol::batch::set_base_offset(&mut bytes, Offset(base_offset));
         bytes
@@ -582,27 +497,15 @@ mod tests {
                 .with_partition_index(0)
                 .with_high_watermark(17)
                 .with_records(Some(Bytes::from(bytes))),
-            PartitionData::default()
-                .with_partition_index(1)
-                .with_high_watermark(0)
-                .with_records(Some(Bytes::new())),
+            PartitionData::default().with_partition_index(1).with_high_watermark(0).with_records(Some(Bytes::new())),
         ]);
         let (mut records, mut refresh) = (Vec::new(), Vec::new());
-        consumer
-            .on_fetch_response(fetched, &mut records, &mut refresh)
-            .expect("no errors");
-        assert_eq!(
-            records.iter().map(|r| r.offset.0).collect::<Vec<_>>(),
-            vec![12, 13, 14, 15, 16]
-        );
+        consumer.on_fetch_response(fetched, &mut records, &mut refresh).expect("no errors");
+        assert_eq!(records.iter().map(|r| r.offset.0).collect::<Vec<_>>(), vec![12, 13, 14, 15, 16]);
         assert_eq!(records[0].value.as_deref(), Some(&b"2"[..]));
         assert_eq!(consumer.position(&p0), Some(Offset(17)));
         assert_eq!(consumer.high_watermark(&p0), Some(Offset(17)));
-        assert_eq!(
-            consumer.position(&p1),
-            Some(Offset(0)),
-            "an empty partition stays put"
-        );
+        assert_eq!(consumer.position(&p1), Some(Offset(0)), "an empty partition stays put");
         assert!(refresh.is_empty());
     }
 
@@ -615,55 +518,31 @@ mod tests {
             consumer.partitions.get_mut(tp).expect("assigned").position = Some(Offset(0));
         }
         let fetched = response(vec![
-            PartitionData::default()
-                .with_partition_index(0)
-                .with_error_code(ResponseError::OffsetOutOfRange.code()),
-            PartitionData::default()
-                .with_partition_index(1)
-                .with_error_code(ResponseError::NotLeaderOrFollower.code()),
+            PartitionData::default().with_partition_index(0).with_error_code(ResponseError::OffsetOutOfRange.code()),
+            PartitionData::default().with_partition_index(1).with_error_code(ResponseError::NotLeaderOrFollower.code()),
             PartitionData::default()
                 .with_partition_index(2)
                 .with_high_watermark(1)
                 .with_records(Some(Bytes::from(batch(0, 1)))),
         ]);
         let (mut records, mut refresh) = (Vec::new(), Vec::new());
-        consumer
-            .on_fetch_response(fetched, &mut records, &mut refresh)
-            .expect("handled errors");
-        assert_eq!(
-            consumer.position(&tps[0]),
-            None,
-            "out of range: reset on the next poll"
-        );
-        assert_eq!(
-            refresh,
-            vec!["t".to_owned()],
-            "not leader: metadata refresh"
-        );
+        consumer.on_fetch_response(fetched, &mut records, &mut refresh).expect("handled errors");
+        assert_eq!(consumer.position(&tps[0]), None, "out of range: reset on the next poll");
+        assert_eq!(refresh, vec!["t".to_owned()], "not leader: metadata refresh");
         assert_eq!(consumer.position(&tps[1]), Some(Offset(0)));
         assert_eq!(records.len(), 1);
 
         let mut strict = consumer_with_positions(OffsetReset::None, &tps);
         let fetched = response(vec![
-            PartitionData::default()
-                .with_partition_index(0)
-                .with_error_code(ResponseError::OffsetOutOfRange.code()),
+            PartitionData::default().with_partition_index(0).with_error_code(ResponseError::OffsetOutOfRange.code()),
             PartitionData::default()
                 .with_partition_index(2)
                 .with_high_watermark(1)
                 .with_records(Some(Bytes::from(batch(0, 1)))),
         ]);
         let (mut records, mut refresh) = (Vec::new(), Vec::new());
-        let error = strict
-            .on_fetch_response(fetched, &mut records, &mut refresh)
-            .expect_err("no reset allowed");
-        assert!(matches!(
-            error,
-            ClientError::OffsetOutOfRange {
-                offset: Offset(0),
-                ..
-            }
-        ));
+        let error = strict.on_fetch_response(fetched, &mut records, &mut refresh).expect_err("no reset allowed");
+        assert!(matches!(error, ClientError::OffsetOutOfRange { offset: Offset(0), .. }));
         assert_eq!(records.len(), 1, "records of healthy partitions are kept");
         assert_eq!(strict.position(&tps[2]), Some(Offset(1)));
     }
@@ -691,15 +570,10 @@ mod tests {
 
     #[test]
     fn default_config_is_valid_and_bounded_by_the_socket() {
-        assert!(ConsumerConfig::default()
-            .validate(crate::limits::SOCKET_MAX_BYTES_DEFAULT)
-            .is_ok());
+        assert!(ConsumerConfig::default().validate(crate::limits::SOCKET_MAX_BYTES_DEFAULT).is_ok());
         assert!(matches!(
             ConsumerConfig::default().validate(1024 * 1024),
-            Err(ClientError::InvalidConfig {
-                field: "fetch_max_bytes",
-                ..
-            })
+            Err(ClientError::InvalidConfig { field: "fetch_max_bytes", .. })
         ));
     }
 }

@@ -64,4 +64,3 @@ pub mod versions;
 pub use client::{BrokerInfo, Client, PartitionInfo};
 pub use config::ClientConfig;
 pub use error::{ClientError, DisconnectCause, ProduceError};
-

@@ -12,8 +12,8 @@ use protocol::ids::{Offset, TopicPartition};
 use protocol::kafka_protocol::indexmap::IndexMap;
 use protocol::kafka_protocol::protocol::StrBytes;
 use protocol::kafka_protocol::records::{
-    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions,
-    TimestampType, NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
+    Compression, Record, RecordBatchDecoder, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID,
 };
 
 use crate::error::ClientError;
@@ -36,11 +36,8 @@ impl BatchRecord {
     /// An upper bound on the bytes this record adds to an uncompressed batch.
     pub(crate) fn size_bytes_max(&self) -> usize {
         let payload = |bytes: &Option<Bytes>| bytes.as_ref().map_or(0, Bytes::len);
-        let headers: usize = self
-            .headers
-            .iter()
-            .map(|(key, value)| key.len() + payload(value) + RECORD_HEADER_OVERHEAD_BYTES_MAX)
-            .sum();
+        let headers: usize =
+            self.headers.iter().map(|(key, value)| key.len() + payload(value) + RECORD_HEADER_OVERHEAD_BYTES_MAX).sum();
         RECORD_OVERHEAD_BYTES_MAX + payload(&self.key) + payload(&self.value) + headers
     }
 }
@@ -80,16 +77,11 @@ pub(crate) fn encode_batch<'a>(
             }
         })
         .collect();
-    let options = RecordEncodeOptions {
-        version: RECORD_BATCH_MAGIC,
-        compression,
-    };
+    let options = RecordEncodeOptions { version: RECORD_BATCH_MAGIC, compression };
     let mut buffer = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buffer, &records, &options).map_err(|error| {
-        ClientError::RecordEncode {
-            topic_partition: topic_partition.clone(),
-            reason: error.to_string(),
-        }
+    RecordBatchEncoder::encode(&mut buffer, &records, &options).map_err(|error| ClientError::RecordEncode {
+        topic_partition: topic_partition.clone(),
+        reason: error.to_string(),
     })?;
     Ok(buffer.freeze())
 }
@@ -138,10 +130,7 @@ pub(crate) fn decode_fetched(
     mut bytes: Bytes,
     position: Offset,
 ) -> Result<FetchedRecords, ClientError> {
-    let mut fetched = FetchedRecords {
-        records: Vec::new(),
-        next_position: position,
-    };
+    let mut fetched = FetchedRecords { records: Vec::new(), next_position: position };
     while !bytes.is_empty() {
         let corrupt = |offset: Offset, reason: String| ClientError::CorruptRecords {
             topic_partition: topic_partition.clone(),
@@ -163,34 +152,19 @@ pub(crate) fn decode_fetched(
         if !header.is_control() {
             let decoded = RecordBatchDecoder::decode(&mut batch)
                 .map_err(|error| corrupt(header.base_offset, error.to_string()))?;
-            let timestamp_type = if header.is_log_append_time() {
-                TimestampType::LogAppend
-            } else {
-                TimestampType::Creation
-            };
-            for record in decoded
-                .records
-                .into_iter()
-                .filter(|record| record.offset >= position.0)
-            {
+            let timestamp_type =
+                if header.is_log_append_time() { TimestampType::LogAppend } else { TimestampType::Creation };
+            for record in decoded.records.into_iter().filter(|record| record.offset >= position.0) {
                 fetched.records.push(ConsumerRecord {
                     topic: topic_partition.topic.clone(),
                     partition: topic_partition.partition.0,
                     offset: Offset(record.offset),
                     // With log-append time every record carries the batch's max timestamp.
-                    timestamp_ms: if header.is_log_append_time() {
-                        header.max_timestamp
-                    } else {
-                        record.timestamp
-                    },
+                    timestamp_ms: if header.is_log_append_time() { header.max_timestamp } else { record.timestamp },
                     timestamp_type,
                     key: record.key,
                     value: record.value,
-                    headers: record
-                        .headers
-                        .into_iter()
-                        .map(|(key, value)| (key.to_string(), value))
-                        .collect(),
+                    headers: record.headers.into_iter().map(|(key, value)| (key.to_string(), value)).collect(),
                 });
             }
         }
@@ -213,12 +187,7 @@ mod tests {
             value: value.map(|text| Bytes::from_static(text.as_bytes())),
             headers: headers
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        (*k).to_owned(),
-                        v.map(|text| Bytes::from_static(text.as_bytes())),
-                    )
-                })
+                .map(|(k, v)| ((*k).to_owned(), v.map(|text| Bytes::from_static(text.as_bytes()))))
                 .collect(),
             timestamp_ms: 1_700_000_000_000,
         }
@@ -244,26 +213,17 @@ mod tests {
     fn batches_round_trip_with_every_codec() {
         let tp = TopicPartition::new("t", 3);
         let records = sample();
-        for compression in [
-            Compression::None,
-            Compression::Gzip,
-            Compression::Snappy,
-            Compression::Lz4,
-            Compression::Zstd,
-        ] {
+        for compression in
+            [Compression::None, Compression::Gzip, Compression::Snappy, Compression::Lz4, Compression::Zstd]
+        {
             let encoded = encode_batch(&tp, records.iter(), compression).expect("encodes");
             let header = protocol::batch::validate(&encoded).expect("one valid batch");
-            assert_eq!(
-                header.total_bytes(),
-                encoded.len(),
-                "{compression:?}: exactly one batch"
-            );
+            assert_eq!(header.total_bytes(), encoded.len(), "{compression:?}: exactly one batch");
             assert_eq!(header.record_count, 4);
             assert_eq!(header.base_sequence, -1);
             assert_eq!(header.producer_id, -1);
 
-            let fetched =
-                decode_fetched(&tp, at_offset(&encoded, 100), Offset(0)).expect("decodes");
+            let fetched = decode_fetched(&tp, at_offset(&encoded, 100), Offset(0)).expect("decodes");
             assert_eq!(fetched.next_position, Offset(104), "{compression:?}");
             let decoded: Vec<BatchRecord> = fetched
                 .records
@@ -276,18 +236,8 @@ mod tests {
                 })
                 .collect();
             assert_eq!(decoded, records, "{compression:?}");
-            assert_eq!(
-                fetched
-                    .records
-                    .iter()
-                    .map(|r| r.offset.0)
-                    .collect::<Vec<_>>(),
-                vec![100, 101, 102, 103]
-            );
-            assert!(fetched
-                .records
-                .iter()
-                .all(|r| r.topic == "t" && r.partition == 3));
+            assert_eq!(fetched.records.iter().map(|r| r.offset.0).collect::<Vec<_>>(), vec![100, 101, 102, 103]);
+            assert!(fetched.records.iter().all(|r| r.topic == "t" && r.partition == 3));
         }
     }
 
@@ -300,25 +250,11 @@ mod tests {
         bytes.extend_from_slice(&at_offset(&second, 14));
         // Position 12: the first batch is half consumed, the second is new.
         let fetched = decode_fetched(&tp, Bytes::from(bytes.clone()), Offset(12)).expect("decodes");
-        assert_eq!(
-            fetched
-                .records
-                .iter()
-                .map(|r| r.offset.0)
-                .collect::<Vec<_>>(),
-            vec![12, 13, 14, 15, 16, 17]
-        );
+        assert_eq!(fetched.records.iter().map(|r| r.offset.0).collect::<Vec<_>>(), vec![12, 13, 14, 15, 16, 17]);
         assert_eq!(fetched.next_position, Offset(18));
         // Position 16: the whole first batch is skipped without decoding.
         let fetched = decode_fetched(&tp, Bytes::from(bytes), Offset(16)).expect("decodes");
-        assert_eq!(
-            fetched
-                .records
-                .iter()
-                .map(|r| r.offset.0)
-                .collect::<Vec<_>>(),
-            vec![16, 17]
-        );
+        assert_eq!(fetched.records.iter().map(|r| r.offset.0).collect::<Vec<_>>(), vec![16, 17]);
     }
 
     #[test]
@@ -344,10 +280,7 @@ mod tests {
         RecordBatchEncoder::encode(
             &mut marker,
             [&control],
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
+            &RecordEncodeOptions { version: 2, compression: Compression::None },
         )
         .expect("encodes");
         let data = encode_batch(&tp, sample()[..1].iter(), Compression::None).expect("encodes");
@@ -360,11 +293,7 @@ mod tests {
 
         let only_marker = decode_fetched(&tp, marker.freeze(), Offset(5)).expect("decodes");
         assert!(only_marker.records.is_empty());
-        assert_eq!(
-            only_marker.next_position,
-            Offset(6),
-            "the consumer moves past the marker"
-        );
+        assert_eq!(only_marker.next_position, Offset(6), "the consumer moves past the marker");
     }
 
     #[test]
@@ -376,8 +305,7 @@ mod tests {
         let fetched = decode_fetched(&tp, Bytes::from(bytes), Offset(0)).expect("decodes");
         assert_eq!(fetched.records.len(), 4);
         assert_eq!(fetched.next_position, Offset(4));
-        let fetched = decode_fetched(&tp, batch.slice(..20), Offset(0))
-            .expect("a cut header is not an error");
+        let fetched = decode_fetched(&tp, batch.slice(..20), Offset(0)).expect("a cut header is not an error");
         assert!(fetched.records.is_empty());
         assert_eq!(fetched.next_position, Offset(0));
     }
@@ -389,10 +317,7 @@ mod tests {
         let mut bytes = batch.to_vec();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
-        assert!(matches!(
-            decode_fetched(&tp, Bytes::from(bytes), Offset(0)),
-            Err(ClientError::CorruptRecords { .. })
-        ));
+        assert!(matches!(decode_fetched(&tp, Bytes::from(bytes), Offset(0)), Err(ClientError::CorruptRecords { .. })));
     }
 
     #[test]
@@ -400,11 +325,8 @@ mod tests {
         let tp = TopicPartition::new("t", 0);
         let records = sample();
         let encoded = encode_batch(&tp, records.iter(), Compression::None).expect("encodes");
-        let estimate: usize = records
-            .iter()
-            .map(BatchRecord::size_bytes_max)
-            .sum::<usize>()
-            + crate::limits::RECORD_BATCH_OVERHEAD_BYTES;
+        let estimate: usize =
+            records.iter().map(BatchRecord::size_bytes_max).sum::<usize>() + crate::limits::RECORD_BATCH_OVERHEAD_BYTES;
         assert!(encoded.len() <= estimate, "{} > {estimate}", encoded.len());
     }
 }

@@ -40,10 +40,7 @@ pub const API_VERSIONS_HANDSHAKE_VERSION: i16 = 3;
 /// The client's own `(min, max)` for an API.
 pub fn client_range(api_key: ApiKey) -> (i16, i16) {
     let valid = api_key.valid_versions();
-    let max = CLIENT_MAX_VERSIONS
-        .iter()
-        .find(|(key, _)| *key == api_key)
-        .map_or(valid.max, |(_, max)| *max);
+    let max = CLIENT_MAX_VERSIONS.iter().find(|(key, _)| *key == api_key).map_or(valid.max, |(_, max)| *max);
     (valid.min, max)
 }
 
@@ -57,11 +54,7 @@ pub struct BrokerApiVersions {
 impl BrokerApiVersions {
     /// Collects the ranges of an ApiVersions response (any version, including the v0 fallback).
     pub fn from_response(response: &ApiVersionsResponse) -> Self {
-        let ranges = response
-            .api_keys
-            .iter()
-            .map(|api| (api.api_key, (api.min_version, api.max_version)))
-            .collect();
+        let ranges = response.api_keys.iter().map(|api| (api.api_key, (api.min_version, api.max_version))).collect();
         BrokerApiVersions { ranges }
     }
 
@@ -77,21 +70,12 @@ impl BrokerApiVersions {
     /// connection fills it in), `UnsupportedVersion` if the ranges do not overlap.
     pub fn choose(&self, api_key: ApiKey) -> Result<i16, ClientError> {
         let Some((broker_min, broker_max)) = self.range(api_key) else {
-            return Err(ClientError::UnsupportedApi {
-                address: String::new(),
-                api_key,
-            });
+            return Err(ClientError::UnsupportedApi { address: String::new(), api_key });
         };
         let (client_min, client_max) = client_range(api_key);
         let version = client_max.min(broker_max);
         if version < client_min.max(broker_min) {
-            return Err(ClientError::UnsupportedVersion {
-                api_key,
-                client_min,
-                client_max,
-                broker_min,
-                broker_max,
-            });
+            return Err(ClientError::UnsupportedVersion { api_key, client_min, client_max, broker_min, broker_max });
         }
         Ok(version)
     }
@@ -104,19 +88,10 @@ impl BrokerApiVersions {
 ///
 /// # Errors
 /// `MalformedResponse` if the frame decodes at neither version.
-pub fn decode_api_versions_response(
-    version: i16,
-    frame: Bytes,
-) -> Result<(i32, ApiVersionsResponse), FrameError> {
-    let error_code = frame
-        .get(4..6)
-        .map(|bytes| i16::from_be_bytes([bytes[0], bytes[1]]));
+pub fn decode_api_versions_response(version: i16, frame: Bytes) -> Result<(i32, ApiVersionsResponse), FrameError> {
+    let error_code = frame.get(4..6).map(|bytes| i16::from_be_bytes([bytes[0], bytes[1]]));
     let unsupported = Some(ResponseError::UnsupportedVersion.code());
-    let decode_version = if version > 0 && error_code == unsupported {
-        0
-    } else {
-        version
-    };
+    let decode_version = if version > 0 && error_code == unsupported { 0 } else { version };
     match decode_response(ApiKey::ApiVersions, decode_version, frame)? {
         (correlation_id, ResponseKind::ApiVersions(response)) => Ok((correlation_id, response)),
         _ => Err(FrameError::MalformedResponse {
@@ -148,10 +123,7 @@ mod tests {
             ranges
                 .iter()
                 .map(|(key, min, max)| {
-                    ApiVersion::default()
-                        .with_api_key(*key as i16)
-                        .with_min_version(*min)
-                        .with_max_version(*max)
+                    ApiVersion::default().with_api_key(*key as i16).with_min_version(*min).with_max_version(*max)
                 })
                 .collect(),
         );
@@ -160,11 +132,7 @@ mod tests {
 
     #[test]
     fn the_version_is_the_lower_of_the_two_maxima() {
-        let versions = broker(&[
-            (ApiKey::Produce, 0, 13),
-            (ApiKey::Fetch, 4, 7),
-            (ApiKey::Metadata, 0, 12),
-        ]);
+        let versions = broker(&[(ApiKey::Produce, 0, 13), (ApiKey::Fetch, 4, 7), (ApiKey::Metadata, 0, 12)]);
         assert_eq!(versions.choose(ApiKey::Produce).expect("overlap"), 11);
         assert_eq!(versions.choose(ApiKey::Fetch).expect("overlap"), 7);
         assert_eq!(versions.choose(ApiKey::Metadata).expect("overlap"), 12);
@@ -176,20 +144,10 @@ mod tests {
         let versions = broker(&[(ApiKey::Produce, 0, 2), (ApiKey::Fetch, 13, 18)]);
         assert!(matches!(
             versions.choose(ApiKey::Produce),
-            Err(ClientError::UnsupportedVersion {
-                client_min: 3,
-                broker_max: 2,
-                ..
-            })
+            Err(ClientError::UnsupportedVersion { client_min: 3, broker_max: 2, .. })
         ));
-        assert!(matches!(
-            versions.choose(ApiKey::Fetch),
-            Err(ClientError::UnsupportedVersion { .. })
-        ));
-        assert!(matches!(
-            versions.choose(ApiKey::CreateTopics),
-            Err(ClientError::UnsupportedApi { .. })
-        ));
+        assert!(matches!(versions.choose(ApiKey::Fetch), Err(ClientError::UnsupportedVersion { .. })));
+        assert!(matches!(versions.choose(ApiKey::CreateTopics), Err(ClientError::UnsupportedApi { .. })));
     }
 
     #[test]
@@ -197,10 +155,7 @@ mod tests {
         assert_eq!(client_range(ApiKey::JoinGroup), (0, 9));
         assert_eq!(client_range(ApiKey::Produce), (3, 11));
         for (api_key, max) in CLIENT_MAX_VERSIONS {
-            assert!(
-                *max <= api_key.valid_versions().max,
-                "{api_key:?} above the crate's max"
-            );
+            assert!(*max <= api_key.valid_versions().max, "{api_key:?} above the crate's max");
         }
     }
 
@@ -208,8 +163,7 @@ mod tests {
     fn an_unsupported_version_answer_is_parsed_as_v0() {
         let mut frame = encode_api_versions_fallback(9, ResponseError::UnsupportedVersion.code());
         frame.advance(4);
-        let (correlation_id, response) =
-            decode_api_versions_response(3, frame.freeze()).expect("v0 fallback decodes");
+        let (correlation_id, response) = decode_api_versions_response(3, frame.freeze()).expect("v0 fallback decodes");
         assert_eq!(correlation_id, 9);
         assert_eq!(response.error_code, 35);
         let versions = BrokerApiVersions::from_response(&response);
@@ -229,31 +183,18 @@ mod tests {
         body.put_i16(2);
         let (_, response) = decode_api_versions_response(3, body.freeze()).expect("decodes");
         assert_eq!(api_versions_retry_version(&response), 2);
-        assert_eq!(
-            api_versions_retry_version(&ApiVersionsResponse::default()),
-            0
-        );
+        assert_eq!(api_versions_retry_version(&ApiVersionsResponse::default()), 0);
     }
 
     #[test]
     fn a_successful_v3_answer_decodes_as_v3() {
-        let response = ApiVersionsResponse::default().with_api_keys(vec![ApiVersion::default()
-            .with_api_key(3)
-            .with_min_version(0)
-            .with_max_version(12)]);
-        let frame = protocol::frame::encode_response(
-            ApiKey::ApiVersions,
-            3,
-            1,
-            &ResponseKind::ApiVersions(response),
-        )
-        .expect("encodes");
+        let response = ApiVersionsResponse::default()
+            .with_api_keys(vec![ApiVersion::default().with_api_key(3).with_min_version(0).with_max_version(12)]);
+        let frame = protocol::frame::encode_response(ApiKey::ApiVersions, 3, 1, &ResponseKind::ApiVersions(response))
+            .expect("encodes");
         let mut frame = frame;
         frame.advance(4);
         let (_, decoded) = decode_api_versions_response(3, frame.freeze()).expect("decodes");
-        assert_eq!(
-            BrokerApiVersions::from_response(&decoded).range(ApiKey::Metadata),
-            Some((0, 12))
-        );
+        assert_eq!(BrokerApiVersions::from_response(&decoded).range(ApiKey::Metadata), Some((0, 12)));
     }
 }

@@ -111,26 +111,166 @@ pub const SEGMENT_BYTES_MIN: i64 = 1024;
 
 /// Every topic config weir accepts.
 pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
-    topic("cleanup.policy", Some("log.cleanup.policy"), ConfigType::List, "delete", Validator::ListOf(&["delete", "compact"]), "Retention policy: delete old segments, or compact by key."),
-    topic("compression.type", Some("compression.type"), ConfigType::String, "producer", Validator::OneOf(&["producer"]), "weir keeps batches as the producer compressed them."),
-    topic("delete.retention.ms", Some("log.cleaner.delete.retention.ms"), ConfigType::Long, "86400000", Validator::AtLeast(0), "How long tombstones are kept in compacted topics."),
-    topic("file.delete.delay.ms", Some("log.segment.delete.delay.ms"), ConfigType::Long, "60000", Validator::AtLeast(0), "Delay before a deleted segment file is removed."),
-    topic("flush.messages", Some("log.flush.interval.messages"), ConfigType::Long, LONG_MAX, Validator::AtLeast(1), "With write.caching=true: fsync after this many messages."),
-    topic("flush.ms", Some("log.flush.interval.ms"), ConfigType::Long, LONG_MAX, Validator::AtLeast(0), "With write.caching=true: fsync at least this often."),
-    topic("index.interval.bytes", Some("log.index.interval.bytes"), ConfigType::Int, "4096", Validator::AtLeast(0), "Bytes between offset index entries."),
-    topic("max.message.bytes", Some("message.max.bytes"), ConfigType::Int, "1048588", Validator::AtLeast(0), "Largest record batch the topic accepts."),
-    topic("message.timestamp.type", Some("log.message.timestamp.type"), ConfigType::String, "CreateTime", Validator::OneOf(&["CreateTime", "LogAppendTime"]), "Whether record timestamps are the producer's or the broker's append time."),
-    topic("message.timestamp.before.max.ms", Some("log.message.timestamp.before.max.ms"), ConfigType::Long, LONG_MAX, Validator::AtLeast(0), "Largest allowed age of a CreateTime timestamp."),
-    topic("message.timestamp.after.max.ms", Some("log.message.timestamp.after.max.ms"), ConfigType::Long, "3600000", Validator::AtLeast(0), "Largest allowed future skew of a CreateTime timestamp."),
-    topic("min.cleanable.dirty.ratio", Some("log.cleaner.min.cleanable.ratio"), ConfigType::Double, "0.5", Validator::Between(0.0, 1.0), "Dirty ratio at which compaction runs."),
-    topic("min.compaction.lag.ms", Some("log.cleaner.min.compaction.lag.ms"), ConfigType::Long, "0", Validator::AtLeast(0), "Minimum age before a record may be compacted."),
-    topic("min.insync.replicas", Some("min.insync.replicas"), ConfigType::Int, "1", Validator::AtLeast(1), "Replicas that must acknowledge an acks=all write."),
-    topic("retention.bytes", Some("log.retention.bytes"), ConfigType::Long, "-1", Validator::AtLeast(-1), "Largest partition size before old segments are deleted; -1 for no limit."),
-    topic("retention.ms", Some("log.retention.ms"), ConfigType::Long, "604800000", Validator::AtLeast(-1), "Age after which old segments are deleted; -1 for no limit."),
-    topic("segment.bytes", Some("log.segment.bytes"), ConfigType::Int, "1073741824", Validator::AtLeast(SEGMENT_BYTES_MIN), "Segment file size at which a new segment is rolled."),
-    topic("segment.ms", Some("log.roll.ms"), ConfigType::Long, "604800000", Validator::AtLeast(1), "Age at which a new segment is rolled."),
-    topic("unclean.leader.election.enable", Some("unclean.leader.election.enable"), ConfigType::Boolean, "false", Validator::Any, "Allow a replica outside the ISR to become leader."),
-    topic("write.caching", Some("write.caching"), ConfigType::Boolean, "false", Validator::Any, "Acknowledge acks=all before fsync; flush by flush.ms / flush.messages."),
+    topic(
+        "cleanup.policy",
+        Some("log.cleanup.policy"),
+        ConfigType::List,
+        "delete",
+        Validator::ListOf(&["delete", "compact"]),
+        "Retention policy: delete old segments, or compact by key.",
+    ),
+    topic(
+        "compression.type",
+        Some("compression.type"),
+        ConfigType::String,
+        "producer",
+        Validator::OneOf(&["producer"]),
+        "weir keeps batches as the producer compressed them.",
+    ),
+    topic(
+        "delete.retention.ms",
+        Some("log.cleaner.delete.retention.ms"),
+        ConfigType::Long,
+        "86400000",
+        Validator::AtLeast(0),
+        "How long tombstones are kept in compacted topics.",
+    ),
+    topic(
+        "file.delete.delay.ms",
+        Some("log.segment.delete.delay.ms"),
+        ConfigType::Long,
+        "60000",
+        Validator::AtLeast(0),
+        "Delay before a deleted segment file is removed.",
+    ),
+    topic(
+        "flush.messages",
+        Some("log.flush.interval.messages"),
+        ConfigType::Long,
+        LONG_MAX,
+        Validator::AtLeast(1),
+        "With write.caching=true: fsync after this many messages.",
+    ),
+    topic(
+        "flush.ms",
+        Some("log.flush.interval.ms"),
+        ConfigType::Long,
+        LONG_MAX,
+        Validator::AtLeast(0),
+        "With write.caching=true: fsync at least this often.",
+    ),
+    topic(
+        "index.interval.bytes",
+        Some("log.index.interval.bytes"),
+        ConfigType::Int,
+        "4096",
+        Validator::AtLeast(0),
+        "Bytes between offset index entries.",
+    ),
+    topic(
+        "max.message.bytes",
+        Some("message.max.bytes"),
+        ConfigType::Int,
+        "1048588",
+        Validator::AtLeast(0),
+        "Largest record batch the topic accepts.",
+    ),
+    topic(
+        "message.timestamp.type",
+        Some("log.message.timestamp.type"),
+        ConfigType::String,
+        "CreateTime",
+        Validator::OneOf(&["CreateTime", "LogAppendTime"]),
+        "Whether record timestamps are the producer's or the broker's append time.",
+    ),
+    topic(
+        "message.timestamp.before.max.ms",
+        Some("log.message.timestamp.before.max.ms"),
+        ConfigType::Long,
+        LONG_MAX,
+        Validator::AtLeast(0),
+        "Largest allowed age of a CreateTime timestamp.",
+    ),
+    topic(
+        "message.timestamp.after.max.ms",
+        Some("log.message.timestamp.after.max.ms"),
+        ConfigType::Long,
+        "3600000",
+        Validator::AtLeast(0),
+        "Largest allowed future skew of a CreateTime timestamp.",
+    ),
+    topic(
+        "min.cleanable.dirty.ratio",
+        Some("log.cleaner.min.cleanable.ratio"),
+        ConfigType::Double,
+        "0.5",
+        Validator::Between(0.0, 1.0),
+        "Dirty ratio at which compaction runs.",
+    ),
+    topic(
+        "min.compaction.lag.ms",
+        Some("log.cleaner.min.compaction.lag.ms"),
+        ConfigType::Long,
+        "0",
+        Validator::AtLeast(0),
+        "Minimum age before a record may be compacted.",
+    ),
+    topic(
+        "min.insync.replicas",
+        Some("min.insync.replicas"),
+        ConfigType::Int,
+        "1",
+        Validator::AtLeast(1),
+        "Replicas that must acknowledge an acks=all write.",
+    ),
+    topic(
+        "retention.bytes",
+        Some("log.retention.bytes"),
+        ConfigType::Long,
+        "-1",
+        Validator::AtLeast(-1),
+        "Largest partition size before old segments are deleted; -1 for no limit.",
+    ),
+    topic(
+        "retention.ms",
+        Some("log.retention.ms"),
+        ConfigType::Long,
+        "604800000",
+        Validator::AtLeast(-1),
+        "Age after which old segments are deleted; -1 for no limit.",
+    ),
+    topic(
+        "segment.bytes",
+        Some("log.segment.bytes"),
+        ConfigType::Int,
+        "1073741824",
+        Validator::AtLeast(SEGMENT_BYTES_MIN),
+        "Segment file size at which a new segment is rolled.",
+    ),
+    topic(
+        "segment.ms",
+        Some("log.roll.ms"),
+        ConfigType::Long,
+        "604800000",
+        Validator::AtLeast(1),
+        "Age at which a new segment is rolled.",
+    ),
+    topic(
+        "unclean.leader.election.enable",
+        Some("unclean.leader.election.enable"),
+        ConfigType::Boolean,
+        "false",
+        Validator::Any,
+        "Allow a replica outside the ISR to become leader.",
+    ),
+    topic(
+        "write.caching",
+        Some("write.caching"),
+        ConfigType::Boolean,
+        "false",
+        Validator::Any,
+        "Acknowledge acks=all before fsync; flush by flush.ms / flush.messages.",
+    ),
 ];
 
 /// A config that failed validation.
@@ -245,12 +385,24 @@ pub fn effective_topic_configs(
         .iter()
         .map(|definition| {
             if let Some(value) = overrides.and_then(|overrides| overrides.get(definition.name)) {
-                return EffectiveConfig { name: definition.name, value: value.clone(), source: ConfigSource::DynamicTopic };
+                return EffectiveConfig {
+                    name: definition.name,
+                    value: value.clone(),
+                    source: ConfigSource::DynamicTopic,
+                };
             }
             if let Some(value) = definition.broker_synonym.and_then(|synonym| broker_static.get(synonym)) {
-                return EffectiveConfig { name: definition.name, value: value.clone(), source: ConfigSource::StaticBroker };
+                return EffectiveConfig {
+                    name: definition.name,
+                    value: value.clone(),
+                    source: ConfigSource::StaticBroker,
+                };
             }
-            EffectiveConfig { name: definition.name, value: definition.default.to_owned(), source: ConfigSource::Default }
+            EffectiveConfig {
+                name: definition.name,
+                value: definition.default.to_owned(),
+                source: ConfigSource::Default,
+            }
         })
         .collect()
 }

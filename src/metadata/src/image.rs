@@ -123,9 +123,10 @@ impl MetadataImage {
                     return Err(ApplyError::TopicExists { name: name.clone() });
                 }
                 let _ = self.names_by_id.insert(*topic_id, name.clone());
-                let _ = self
-                    .topics
-                    .insert(name.clone(), TopicImage { name: name.clone(), topic_id: *topic_id, partitions: BTreeMap::new() });
+                let _ = self.topics.insert(
+                    name.clone(),
+                    TopicImage { name: name.clone(), topic_id: *topic_id, partitions: BTreeMap::new() },
+                );
             }
             MetadataRecord::Partition { topic_id, partition, replicas, isr, leader, leader_epoch, partition_epoch } => {
                 let name = self.names_by_id.get(topic_id).ok_or(ApplyError::UnknownTopic { topic_id: *topic_id })?;

@@ -393,10 +393,8 @@ mod tests {
                 value: None
             }),
             any::<[u8; 16]>().prop_map(|id| MetadataRecord::RemoveTopic { topic_id: TopicId(id) }),
-            (any::<i32>(), any::<i64>(), any::<i32>()).prop_map(|(broker, first, count)| MetadataRecord::AllocateProducerIds {
-                broker_id: NodeId(broker),
-                first_producer_id: first,
-                count
+            (any::<i32>(), any::<i64>(), any::<i32>()).prop_map(|(broker, first, count)| {
+                MetadataRecord::AllocateProducerIds { broker_id: NodeId(broker), first_producer_id: first, count }
             }),
         ]
     }
@@ -428,13 +426,7 @@ mod tests {
         let mut expected = vec![2, 0, 0, 1, b't'];
         expected.extend([1u8; 16]);
         assert_eq!(record.encode(), expected);
-        assert_eq!(
-            MetadataRecord::decode(&[9, 0]),
-            Err(DecodeError::UnknownType { record_type: 9 })
-        );
-        assert_eq!(
-            MetadataRecord::decode(&[2, 1]),
-            Err(DecodeError::UnknownVersion { record_type: 2, version: 1 })
-        );
+        assert_eq!(MetadataRecord::decode(&[9, 0]), Err(DecodeError::UnknownType { record_type: 9 }));
+        assert_eq!(MetadataRecord::decode(&[2, 1]), Err(DecodeError::UnknownVersion { record_type: 2, version: 1 }));
     }
 }

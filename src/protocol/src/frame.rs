@@ -8,13 +8,10 @@
 //! [`crate::versions`] before handing the bytes to the `kafka-protocol` decoder.
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::{
-    ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind,
-};
+use kafka_protocol::messages::{ApiKey, RequestHeader, RequestKind, ResponseHeader, ResponseKind};
 use kafka_protocol::protocol::{Decodable, Encodable, StrBytes};
 
 use crate::versions;
-
 
 /// Bytes of the frame length prefix.
 pub const FRAME_LENGTH_BYTES: usize = 4;
@@ -212,11 +209,7 @@ pub fn encode_request(
 ///
 /// # Errors
 /// `MalformedResponse` if it does not decode.
-pub fn decode_response(
-    api_key: ApiKey,
-    api_version: i16,
-    mut frame: Bytes,
-) -> Result<(i32, ResponseKind), FrameError> {
+pub fn decode_response(api_key: ApiKey, api_version: i16, mut frame: Bytes) -> Result<(i32, ResponseKind), FrameError> {
     let malformed = |reason: String| FrameError::MalformedResponse { api_key, api_version, reason };
     let header_version = if api_key == ApiKey::ApiVersions { 0 } else { api_key.response_header_version(api_version) };
     let header = ResponseHeader::decode(&mut frame, header_version).map_err(|error| malformed(error.to_string()))?;
@@ -310,8 +303,7 @@ mod tests {
     #[test]
     fn api_versions_fallback_is_v0_and_lists_apis() {
         let frame = encode_api_versions_fallback(5, 35);
-        let (correlation_id, body) =
-            decode_response(ApiKey::ApiVersions, 0, strip_length(frame)).expect("v0 decodes");
+        let (correlation_id, body) = decode_response(ApiKey::ApiVersions, 0, strip_length(frame)).expect("v0 decodes");
         assert_eq!(correlation_id, 5);
         let ResponseKind::ApiVersions(response) = body else { panic!("wrong kind") };
         assert_eq!(response.error_code, 35);

@@ -93,7 +93,14 @@ mod tests {
 
     #[test]
     fn java_4_floors_are_honoured() {
-        for (key, floor) in [(ApiKey::Produce, 3), (ApiKey::Fetch, 4), (ApiKey::ListOffsets, 1), (ApiKey::CreateTopics, 2), (ApiKey::DeleteTopics, 1), (ApiKey::DescribeConfigs, 1)] {
+        for (key, floor) in [
+            (ApiKey::Produce, 3),
+            (ApiKey::Fetch, 4),
+            (ApiKey::ListOffsets, 1),
+            (ApiKey::CreateTopics, 2),
+            (ApiKey::DeleteTopics, 1),
+            (ApiKey::DescribeConfigs, 1),
+        ] {
             let range = advertised_range(key).expect("served");
             assert!(*range.end() >= floor, "{key:?} max below the Java floor");
             assert!(decodable(key).expect("served").contains(&floor.max(*range.start())));

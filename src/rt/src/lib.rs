@@ -148,9 +148,6 @@ pub mod runtime {
     /// Returns the OS error if the runtime's threads cannot be created.
     #[cfg(not(madsim))]
     pub fn build(worker_threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(worker_threads.max(1))
-            .enable_all()
-            .build()
+        tokio::runtime::Builder::new_multi_thread().worker_threads(worker_threads.max(1)).enable_all().build()
     }
 }

@@ -38,15 +38,69 @@ const fn broker(
 pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
     broker("node.id", ConfigType::Int, "1", Validator::AtLeast(0), "This node's id."),
     broker("log.dirs", ConfigType::String, "./weir-data", Validator::Any, "Data directory (one directory)."),
-    broker("listeners", ConfigType::String, "PLAINTEXT://127.0.0.1:9092", Validator::Any, "Kafka listener, host:port or PLAINTEXT://host:port."),
-    broker("advertised.listeners", ConfigType::String, "", Validator::Any, "Address given to clients; defaults to the listener."),
-    broker("num.partitions", ConfigType::Int, "1", Validator::AtLeast(1), "Partitions of auto-created topics and of CreateTopics without a count."),
-    broker("default.replication.factor", ConfigType::Int, "1", Validator::AtLeast(1), "Replication factor of auto-created topics."),
-    broker("auto.create.topics.enable", ConfigType::Boolean, "true", Validator::Any, "Create topics on first produce or metadata request."),
-    broker("socket.request.max.bytes", ConfigType::Int, "104857600", Validator::AtLeast(1024), "Largest request frame; larger ones close the connection."),
-    broker("log.disk.reserve.bytes", ConfigType::Long, "268435456", Validator::AtLeast(0), "Free space kept on the data disk: produce fails with KAFKA_STORAGE_ERROR before it is used."),
-    broker("log.retention.check.interval.ms", ConfigType::Long, "300000", Validator::AtLeast(1), "How often retention runs."),
-    broker("num.io.threads", ConfigType::Int, "0", Validator::AtLeast(0), "Runtime worker threads; 0 means one per core."),
+    broker(
+        "listeners",
+        ConfigType::String,
+        "PLAINTEXT://127.0.0.1:9092",
+        Validator::Any,
+        "Kafka listener, host:port or PLAINTEXT://host:port.",
+    ),
+    broker(
+        "advertised.listeners",
+        ConfigType::String,
+        "",
+        Validator::Any,
+        "Address given to clients; defaults to the listener.",
+    ),
+    broker(
+        "num.partitions",
+        ConfigType::Int,
+        "1",
+        Validator::AtLeast(1),
+        "Partitions of auto-created topics and of CreateTopics without a count.",
+    ),
+    broker(
+        "default.replication.factor",
+        ConfigType::Int,
+        "1",
+        Validator::AtLeast(1),
+        "Replication factor of auto-created topics.",
+    ),
+    broker(
+        "auto.create.topics.enable",
+        ConfigType::Boolean,
+        "true",
+        Validator::Any,
+        "Create topics on first produce or metadata request.",
+    ),
+    broker(
+        "socket.request.max.bytes",
+        ConfigType::Int,
+        "104857600",
+        Validator::AtLeast(1024),
+        "Largest request frame; larger ones close the connection.",
+    ),
+    broker(
+        "log.disk.reserve.bytes",
+        ConfigType::Long,
+        "268435456",
+        Validator::AtLeast(0),
+        "Free space kept on the data disk: produce fails with KAFKA_STORAGE_ERROR before it is used.",
+    ),
+    broker(
+        "log.retention.check.interval.ms",
+        ConfigType::Long,
+        "300000",
+        Validator::AtLeast(1),
+        "How often retention runs.",
+    ),
+    broker(
+        "num.io.threads",
+        ConfigType::Int,
+        "0",
+        Validator::AtLeast(0),
+        "Runtime worker threads; 0 means one per core.",
+    ),
 ];
 
 /// Where a config value came from, highest precedence last.
@@ -124,12 +178,18 @@ fn definition(name: &str) -> Option<(ConfigType, Validator)> {
 pub fn describe_all() -> Vec<(String, String, String)> {
     let mut all: Vec<(String, String, String)> = BROKER_CONFIGS
         .iter()
-        .map(|definition| (definition.name.to_owned(), definition.default.to_owned(), definition.documentation.to_owned()))
+        .map(|definition| {
+            (definition.name.to_owned(), definition.default.to_owned(), definition.documentation.to_owned())
+        })
         .collect();
     for definition in TOPIC_CONFIGS {
         if let Some(synonym) = definition.broker_synonym {
             if !all.iter().any(|(name, _, _)| name == synonym) {
-                all.push((synonym.to_owned(), definition.default.to_owned(), format!("Default of topic config {}: {}", definition.name, definition.documentation)));
+                all.push((
+                    synonym.to_owned(),
+                    definition.default.to_owned(),
+                    format!("Default of topic config {}: {}", definition.name, definition.documentation),
+                ));
             }
         }
     }
@@ -156,7 +216,8 @@ impl Settings {
         let name = key.replace(['_', '-'], ".");
         let (config_type, validator) =
             definition(&name).ok_or_else(|| ConfigError::Unknown { key: key.to_owned(), origin })?;
-        validate_value(&name, config_type, validator, &value).map_err(|source| ConfigError::Invalid { origin, source })?;
+        validate_value(&name, config_type, validator, &value)
+            .map_err(|source| ConfigError::Invalid { origin, source })?;
         let _ = self.values.insert(name, value);
         Ok(())
     }
@@ -166,7 +227,8 @@ impl Settings {
     /// # Errors
     /// Read, parse, unknown key or invalid value.
     pub fn load_file(&mut self, path: &Path) -> Result<(), ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text =
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         let table: toml::Table =
             text.parse().map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })?;
         for (key, value) in table {
@@ -222,7 +284,12 @@ impl Settings {
             .iter()
             .find(|definition| definition.name == name)
             .map(|definition| definition.default.to_owned())
-            .or_else(|| TOPIC_CONFIGS.iter().find(|definition| definition.broker_synonym == Some(name)).map(|definition| definition.default.to_owned()))
+            .or_else(|| {
+                TOPIC_CONFIGS
+                    .iter()
+                    .find(|definition| definition.broker_synonym == Some(name))
+                    .map(|definition| definition.default.to_owned())
+            })
             .unwrap_or_default()
     }
 
@@ -272,7 +339,11 @@ impl NodeConfig {
         let (listen_host, listen_port) = parse_listener(&settings.get("listeners"))?;
         let advertised = settings.get("advertised.listeners");
         let (advertised_host, advertised_port) = if advertised.trim().is_empty() {
-            let host = if listen_host == "0.0.0.0" || listen_host == "::" { "127.0.0.1".to_owned() } else { listen_host.clone() };
+            let host = if listen_host == "0.0.0.0" || listen_host == "::" {
+                "127.0.0.1".to_owned()
+            } else {
+                listen_host.clone()
+            };
             (host, listen_port)
         } else {
             parse_listener(&advertised)?
@@ -302,10 +373,15 @@ mod tests {
     fn file_environment_and_flags_layer_in_order() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("node.toml");
-        std::fs::write(&path, "num_partitions = 3\nlog_retention_ms = 1000\nlisteners = \"127.0.0.1:19092\"\n").expect("write");
+        std::fs::write(&path, "num_partitions = 3\nlog_retention_ms = 1000\nlisteners = \"127.0.0.1:19092\"\n")
+            .expect("write");
         let mut settings = Settings::default();
         settings.load_file(&path).expect("file");
-        settings.load_environment([("WEIR_NUM_PARTITIONS".to_owned(), "4".to_owned()), ("HOME".to_owned(), "/".to_owned())].into_iter()).expect("env");
+        settings
+            .load_environment(
+                [("WEIR_NUM_PARTITIONS".to_owned(), "4".to_owned()), ("HOME".to_owned(), "/".to_owned())].into_iter(),
+            )
+            .expect("env");
         settings.load_flags(&["--log-retention-ms".to_owned(), "2000".to_owned()]).expect("flags");
         let config = NodeConfig::from_settings(&settings).expect("valid");
         assert_eq!(config.broker.num_partitions, 4);
@@ -322,7 +398,9 @@ mod tests {
         let error = settings.load_flags(&["--num-partitions=0".to_owned()]).expect_err("range");
         assert!(error.to_string().contains("at least 1"), "{error}");
         assert!(settings.load_flags(&["--auto-create-topics-enable".to_owned()]).is_err());
-        let error = settings.load_environment([("WEIR_LOG_SEGMENT_BYTES".to_owned(), "ten".to_owned())].into_iter()).expect_err("type");
+        let error = settings
+            .load_environment([("WEIR_LOG_SEGMENT_BYTES".to_owned(), "ten".to_owned())].into_iter())
+            .expect_err("type");
         assert!(error.to_string().contains("log.segment.bytes"), "{error}");
         assert!(parse_listener("nohost").is_err());
         assert!(parse_listener("PLAINTEXT://h:1").is_ok());

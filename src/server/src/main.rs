@@ -236,7 +236,8 @@ impl From<CompressionArg> for client::producer::Compression {
 }
 
 fn server_help() -> String {
-    let mut help = String::from("Configs (file key with underscores, flag with dashes, or WEIR_ variable in capitals):\n");
+    let mut help =
+        String::from("Configs (file key with underscores, flag with dashes, or WEIR_ variable in capitals):\n");
     for (name, default, documentation) in describe_all() {
         help.push_str(&format!("  --{:<40} {documentation} [default: {default}]\n", name.replace('.', "-")));
     }
@@ -246,9 +247,15 @@ fn server_help() -> String {
 /// Holds an exclusive lock on the data directory for the process lifetime, so two nodes
 /// never share one (Kafka's `.lock`).
 fn lock_data_dir(data_dir: &std::path::Path) -> anyhow::Result<std::fs::File> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("cannot create data directory {}", data_dir.display()))?;
     let path = data_dir.join(".lock");
-    let file = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("cannot open {}", path.display()))?;
     rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
         .map_err(|_| anyhow::anyhow!("data directory {} is in use by another weir process", data_dir.display()))?;
     Ok(file)
@@ -263,7 +270,11 @@ fn server(config_file: Option<PathBuf>, overrides: &[String]) -> anyhow::Result<
     settings.load_flags(overrides)?;
     let config = NodeConfig::from_settings(&settings)?;
     let _lock = lock_data_dir(&config.broker.data_dir)?;
-    let threads = if config.worker_threads == 0 { std::thread::available_parallelism().map_or(2, usize::from) } else { config.worker_threads };
+    let threads = if config.worker_threads == 0 {
+        std::thread::available_parallelism().map_or(2, usize::from)
+    } else {
+        config.worker_threads
+    };
     let runtime = rt::runtime::build(threads).context("cannot start the runtime")?;
     runtime.block_on(async move {
         server::run_node(config, storage::OsDisk::shared(), rt::time::system_clock(), async {
@@ -280,7 +291,8 @@ fn client_command(future: impl std::future::Future<Output = anyhow::Result<()>>)
 }
 
 fn main() -> std::process::ExitCode {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("WEIR_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
     let cli = Cli::parse();
     let result = match cli.command {
@@ -288,21 +300,44 @@ fn main() -> std::process::ExitCode {
         Command::Topic { command, target } => client_command(async move {
             let bootstrap = target.bootstrap_server.as_str();
             match command {
-                TopicCommand::Create { name, partitions, replication_factor, configs } => cmd::topic::create(bootstrap, &name, partitions, replication_factor, configs).await,
+                TopicCommand::Create { name, partitions, replication_factor, configs } => {
+                    cmd::topic::create(bootstrap, &name, partitions, replication_factor, configs).await
+                }
                 TopicCommand::List => cmd::topic::list(bootstrap).await,
                 TopicCommand::Describe { name } => cmd::topic::describe(bootstrap, &name).await,
                 TopicCommand::Delete { name } => cmd::topic::delete(bootstrap, &name).await,
-                TopicCommand::Alter { name, set, delete, partitions } => cmd::topic::alter(bootstrap, &name, set, delete, partitions).await,
+                TopicCommand::Alter { name, set, delete, partitions } => {
+                    cmd::topic::alter(bootstrap, &name, set, delete, partitions).await
+                }
             }
         }),
         Command::Produce { topic, target, partition, key_separator, acks, compression } => client_command(async move {
             cmd::produce::run(
                 &target.bootstrap_server,
-                cmd::produce::ProduceOptions { topic, partition, key_separator, acks: acks.into(), compression: compression.into() },
+                cmd::produce::ProduceOptions {
+                    topic,
+                    partition,
+                    key_separator,
+                    acks: acks.into(),
+                    compression: compression.into(),
+                },
             )
             .await
         }),
-        Command::Consume { topic, target, partition, from_beginning, offset, max_messages, timeout_ms, print_key, print_partition, print_offset, print_timestamp, separator } => {
+        Command::Consume {
+            topic,
+            target,
+            partition,
+            from_beginning,
+            offset,
+            max_messages,
+            timeout_ms,
+            print_key,
+            print_partition,
+            print_offset,
+            print_timestamp,
+            separator,
+        } => {
             let start = match (from_beginning, offset) {
                 (true, _) => StartAt::Beginning,
                 (false, Some(offset)) => StartAt::Offset(offset),
@@ -311,24 +346,56 @@ fn main() -> std::process::ExitCode {
             client_command(async move {
                 cmd::consume::run(
                     &target.bootstrap_server,
-                    cmd::consume::ConsumeOptions { topic, partition, start, max_messages, idle_timeout_ms: timeout_ms, print_key, print_partition, print_offset, print_timestamp, separator },
+                    cmd::consume::ConsumeOptions {
+                        topic,
+                        partition,
+                        start,
+                        max_messages,
+                        idle_timeout_ms: timeout_ms,
+                        print_key,
+                        print_partition,
+                        print_offset,
+                        print_timestamp,
+                        separator,
+                    },
                 )
                 .await
             })
         }
         Command::Bench { command, target } => client_command(async move {
             match command {
-                BenchCommand::Produce { topic, partitions, record_size, count, duration_s, acks, linger_ms, batch_size, json } => {
+                BenchCommand::Produce {
+                    topic,
+                    partitions,
+                    record_size,
+                    count,
+                    duration_s,
+                    acks,
+                    linger_ms,
+                    batch_size,
+                    json,
+                } => {
                     let count = if count.is_none() && duration_s.is_none() { Some(1_000_000) } else { count };
                     cmd::bench::produce(
                         &target.bootstrap_server,
-                        cmd::bench::ProduceBench { topic, partitions, record_size, count, duration_s, acks: acks.into(), linger_ms, batch_size },
+                        cmd::bench::ProduceBench {
+                            topic,
+                            partitions,
+                            record_size,
+                            count,
+                            duration_s,
+                            acks: acks.into(),
+                            linger_ms,
+                            batch_size,
+                        },
                         json,
                     )
                     .await
                     .map(|_| ())
                 }
-                BenchCommand::Consume { topic, count, json } => cmd::bench::consume(&target.bootstrap_server, &topic, count, json).await.map(|_| ()),
+                BenchCommand::Consume { topic, count, json } => {
+                    cmd::bench::consume(&target.bootstrap_server, &topic, count, json).await.map(|_| ())
+                }
             }
         }),
     };

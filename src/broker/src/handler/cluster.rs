@@ -17,20 +17,33 @@ pub(crate) fn api_versions() -> ApiVersionsResponse {
     ApiVersionsResponse::default().with_api_keys(
         protocol::versions::advertised()
             .into_iter()
-            .map(|(api_key, min, max)| ApiVersion::default().with_api_key(api_key as i16).with_min_version(min).with_max_version(max))
+            .map(|(api_key, min, max)| {
+                ApiVersion::default().with_api_key(api_key as i16).with_min_version(min).with_max_version(max)
+            })
             .collect(),
     )
 }
 
 /// FindCoordinator: this node coordinates everything. Group and transaction APIs are not
 /// served yet, but librdkafka 2.0 needs the lookup advertised to enable compression.
-pub(crate) fn find_coordinator(node: &Arc<Node>, request: FindCoordinatorRequest, version: i16) -> FindCoordinatorResponse {
-    let (host, port, node_id) = (node.config.advertised_host.clone(), i32::from(node.config.advertised_port), node.config.node_id.0);
+pub(crate) fn find_coordinator(
+    node: &Arc<Node>,
+    request: FindCoordinatorRequest,
+    version: i16,
+) -> FindCoordinatorResponse {
+    let (host, port, node_id) =
+        (node.config.advertised_host.clone(), i32::from(node.config.advertised_port), node.config.node_id.0);
     if version >= 4 {
         let coordinators = request
             .coordinator_keys
             .into_iter()
-            .map(|key| Coordinator::default().with_key(key).with_node_id(BrokerId(node_id)).with_host(str_bytes(host.clone())).with_port(port))
+            .map(|key| {
+                Coordinator::default()
+                    .with_key(key)
+                    .with_node_id(BrokerId(node_id))
+                    .with_host(str_bytes(host.clone()))
+                    .with_port(port)
+            })
             .collect();
         return FindCoordinatorResponse::default().with_coordinators(coordinators);
     }

@@ -68,7 +68,11 @@ fn describe_topic(node: &Node, topic: &str) -> Result<Vec<Described>, Refusal> {
                     synonyms.push((synonym.to_owned(), value.clone(), ConfigSource::StaticBroker));
                 }
             }
-            synonyms.push((definition.broker_synonym.unwrap_or(effective.name).to_owned(), definition.default.to_owned(), ConfigSource::Default));
+            synonyms.push((
+                definition.broker_synonym.unwrap_or(effective.name).to_owned(),
+                definition.default.to_owned(),
+                ConfigSource::Default,
+            ));
             Described {
                 name: effective.name.to_owned(),
                 value: effective.value,
@@ -90,19 +94,52 @@ fn describe_broker(node: &Node, name: &str) -> Result<Vec<Described>, Refusal> {
     let mut values: BTreeMap<String, (String, ConfigType, &'static str)> = BTreeMap::new();
     for definition in TOPIC_CONFIGS {
         if let Some(synonym) = definition.broker_synonym {
-            let _ = values.insert(synonym.to_owned(), (definition.default.to_owned(), definition.config_type, definition.documentation));
+            let _ = values.insert(
+                synonym.to_owned(),
+                (definition.default.to_owned(), definition.config_type, definition.documentation),
+            );
         }
     }
     let broker_own = [
         ("node.id", config.node_id.0.to_string(), ConfigType::Int, "This node's id."),
         ("log.dirs", config.data_dir.display().to_string(), ConfigType::List, "The data directory."),
-        ("advertised.listeners", format!("PLAINTEXT://{}:{}", config.advertised_host, config.advertised_port), ConfigType::List, "Addresses given to clients."),
+        (
+            "advertised.listeners",
+            format!("PLAINTEXT://{}:{}", config.advertised_host, config.advertised_port),
+            ConfigType::List,
+            "Addresses given to clients.",
+        ),
         ("num.partitions", config.num_partitions.to_string(), ConfigType::Int, "Partitions of auto-created topics."),
-        ("default.replication.factor", config.default_replication_factor.to_string(), ConfigType::Int, "Replication factor of auto-created topics."),
-        ("auto.create.topics.enable", config.auto_create_topics_enable.to_string(), ConfigType::Boolean, "Create topics on first produce or metadata request."),
-        ("socket.request.max.bytes", config.socket_request_max_bytes.to_string(), ConfigType::Int, "Largest request frame."),
-        ("log.disk.reserve.bytes", config.log_disk_reserve_bytes.to_string(), ConfigType::Long, "Free space kept on the data disk; produce fails before it is used."),
-        ("log.retention.check.interval.ms", config.log_retention_check_interval_ms.to_string(), ConfigType::Long, "How often retention runs."),
+        (
+            "default.replication.factor",
+            config.default_replication_factor.to_string(),
+            ConfigType::Int,
+            "Replication factor of auto-created topics.",
+        ),
+        (
+            "auto.create.topics.enable",
+            config.auto_create_topics_enable.to_string(),
+            ConfigType::Boolean,
+            "Create topics on first produce or metadata request.",
+        ),
+        (
+            "socket.request.max.bytes",
+            config.socket_request_max_bytes.to_string(),
+            ConfigType::Int,
+            "Largest request frame.",
+        ),
+        (
+            "log.disk.reserve.bytes",
+            config.log_disk_reserve_bytes.to_string(),
+            ConfigType::Long,
+            "Free space kept on the data disk; produce fails before it is used.",
+        ),
+        (
+            "log.retention.check.interval.ms",
+            config.log_retention_check_interval_ms.to_string(),
+            ConfigType::Long,
+            "How often retention runs.",
+        ),
     ];
     for (key, value, config_type, documentation) in broker_own {
         let _ = values.insert(key.to_owned(), (value, config_type, documentation));
@@ -148,7 +185,8 @@ pub(crate) fn describe_configs(node: &Arc<Node>, request: DescribeConfigsRequest
                     return result.with_error_code(error.code()).with_error_message(Some(str_bytes(message)));
                 }
             };
-            let keys: Option<Vec<String>> = resource.configuration_keys.map(|keys| keys.iter().map(ToString::to_string).collect());
+            let keys: Option<Vec<String>> =
+                resource.configuration_keys.map(|keys| keys.iter().map(ToString::to_string).collect());
             let configs = described
                 .into_iter()
                 .filter(|config| keys.as_ref().is_none_or(|keys| keys.contains(&config.name)))
@@ -186,7 +224,8 @@ pub(crate) fn describe_configs(node: &Arc<Node>, request: DescribeConfigsRequest
 fn broker_alter_refusal() -> Refusal {
     (
         ResponseError::InvalidRequest,
-        "broker configs are static in weir: set them in the config file, a flag or a WEIR_* variable and restart".into(),
+        "broker configs are static in weir: set them in the config file, a flag or a WEIR_* variable and restart"
+            .into(),
     )
 }
 
@@ -203,7 +242,9 @@ async fn apply_topic_changes(
     }
     for (name, value) in &changes {
         match value {
-            Some(value) => validate_topic_config(name, value).map_err(|error| (ResponseError::InvalidConfig, error.to_string()))?,
+            Some(value) => {
+                validate_topic_config(name, value).map_err(|error| (ResponseError::InvalidConfig, error.to_string()))?
+            }
             None => {
                 if topic_config(name).is_none() {
                     return Err((ResponseError::InvalidConfig, format!("unknown config {name}")));
@@ -245,24 +286,39 @@ pub(crate) async fn alter_configs(node: &Arc<Node>, request: AlterConfigsRequest
         };
         responses.push(match outcome {
             Ok(()) => response,
-            Err((error, message)) => response.with_error_code(error.code()).with_error_message(Some(str_bytes(message))),
+            Err((error, message)) => {
+                response.with_error_code(error.code()).with_error_message(Some(str_bytes(message)))
+            }
         });
     }
     AlterConfigsResponse::default().with_responses(responses)
 }
 
 /// Computes the new value of one incremental operation.
-fn incremental_value(current: &str, name: &str, operation: i8, value: Option<String>) -> Result<Option<String>, Refusal> {
+fn incremental_value(
+    current: &str,
+    name: &str,
+    operation: i8,
+    value: Option<String>,
+) -> Result<Option<String>, Refusal> {
     let is_list = topic_config(name).is_some_and(|definition| definition.config_type == ConfigType::List);
     match operation {
         OPERATION_SET => value.map(Some).ok_or((ResponseError::InvalidRequest, format!("SET of {name} needs a value"))),
         OPERATION_DELETE => Ok(None),
-        OPERATION_APPEND | OPERATION_SUBTRACT if !is_list => {
-            Err((ResponseError::InvalidConfig, format!("{name} is not a list; APPEND and SUBTRACT apply to lists only")))
-        }
+        OPERATION_APPEND | OPERATION_SUBTRACT if !is_list => Err((
+            ResponseError::InvalidConfig,
+            format!("{name} is not a list; APPEND and SUBTRACT apply to lists only"),
+        )),
         OPERATION_APPEND | OPERATION_SUBTRACT => {
-            let mut items: Vec<String> = current.split(',').map(str::trim).filter(|item| !item.is_empty()).map(String::from).collect();
-            let given: Vec<String> = value.unwrap_or_default().split(',').map(str::trim).filter(|item| !item.is_empty()).map(String::from).collect();
+            let mut items: Vec<String> =
+                current.split(',').map(str::trim).filter(|item| !item.is_empty()).map(String::from).collect();
+            let given: Vec<String> = value
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|item| !item.is_empty())
+                .map(String::from)
+                .collect();
             if operation == OPERATION_APPEND {
                 for item in given {
                     if !items.contains(&item) {
@@ -298,8 +354,16 @@ pub(crate) async fn incremental_alter_configs(
                 let mut refusal = None;
                 for config in resource.configs {
                     let name = config.name.to_string();
-                    let current = effective.iter().find(|effective| effective.name == name).map_or("", |effective| effective.value.as_str());
-                    match incremental_value(current, &name, config.config_operation, config.value.map(|value| value.to_string())) {
+                    let current = effective
+                        .iter()
+                        .find(|effective| effective.name == name)
+                        .map_or("", |effective| effective.value.as_str());
+                    match incremental_value(
+                        current,
+                        &name,
+                        config.config_operation,
+                        config.value.map(|value| value.to_string()),
+                    ) {
                         Ok(value) => changes.push((name, value)),
                         Err(reason) => {
                             refusal = Some(reason);
@@ -317,7 +381,9 @@ pub(crate) async fn incremental_alter_configs(
         };
         responses.push(match outcome {
             Ok(()) => response,
-            Err((error, message)) => response.with_error_code(error.code()).with_error_message(Some(str_bytes(message))),
+            Err((error, message)) => {
+                response.with_error_code(error.code()).with_error_message(Some(str_bytes(message)))
+            }
         });
     }
     IncrementalAlterConfigsResponse::default().with_responses(responses)
@@ -329,9 +395,18 @@ mod tests {
 
     #[test]
     fn list_operations_append_and_subtract_without_duplicates() {
-        assert_eq!(incremental_value("delete", "cleanup.policy", OPERATION_APPEND, Some("compact".into())), Ok(Some("delete,compact".into())));
-        assert_eq!(incremental_value("delete,compact", "cleanup.policy", OPERATION_APPEND, Some("compact".into())), Ok(Some("delete,compact".into())));
-        assert_eq!(incremental_value("delete,compact", "cleanup.policy", OPERATION_SUBTRACT, Some("delete".into())), Ok(Some("compact".into())));
+        assert_eq!(
+            incremental_value("delete", "cleanup.policy", OPERATION_APPEND, Some("compact".into())),
+            Ok(Some("delete,compact".into()))
+        );
+        assert_eq!(
+            incremental_value("delete,compact", "cleanup.policy", OPERATION_APPEND, Some("compact".into())),
+            Ok(Some("delete,compact".into()))
+        );
+        assert_eq!(
+            incremental_value("delete,compact", "cleanup.policy", OPERATION_SUBTRACT, Some("delete".into())),
+            Ok(Some("compact".into()))
+        );
         assert!(incremental_value("1", "retention.ms", OPERATION_APPEND, Some("2".into())).is_err());
         assert_eq!(incremental_value("1", "retention.ms", OPERATION_DELETE, None), Ok(None));
         assert!(incremental_value("1", "retention.ms", 9, None).is_err());

@@ -9,7 +9,9 @@ use crate::error::BrokerError;
 pub(crate) fn error_code(error: &BrokerError) -> i16 {
     let code = match error {
         BrokerError::Storage(storage) => return storage_error_code(storage),
-        BrokerError::MetadataApply(metadata::image::ApplyError::TopicExists { .. }) => ResponseError::TopicAlreadyExists,
+        BrokerError::MetadataApply(metadata::image::ApplyError::TopicExists { .. }) => {
+            ResponseError::TopicAlreadyExists
+        }
         BrokerError::MetadataApply(_) => ResponseError::UnknownTopicOrPartition,
         BrokerError::MetadataDecode(_) | BrokerError::DataDir { .. } | BrokerError::Io { .. } => {
             ResponseError::KafkaStorageError

@@ -50,11 +50,7 @@ async fn read_once(node: &Node, request: &FetchRequest) -> (FetchResponse, usize
             let records = if fetch_offset >= high_watermark && fetch_offset <= partition.log.log_end_offset() {
                 Ok(Bytes::new())
             } else {
-                partition
-                    .log
-                    .read(fetch_offset, high_watermark, limit, total == 0)
-                    .await
-                    .map(|result| result.bytes)
+                partition.log.read(fetch_offset, high_watermark, limit, total == 0).await.map(|result| result.bytes)
             };
             match records {
                 Ok(bytes) => {

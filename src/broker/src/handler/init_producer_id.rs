@@ -21,16 +21,25 @@ use crate::node::Node;
 
 /// Handles InitProducerId.
 pub(crate) async fn handle(node: &Arc<Node>, request: InitProducerIdRequest) -> InitProducerIdResponse {
-    let refused = |error: i16| InitProducerIdResponse::default().with_error_code(error).with_producer_id(ProducerId(-1)).with_producer_epoch(-1);
+    let refused = |error: i16| {
+        InitProducerIdResponse::default()
+            .with_error_code(error)
+            .with_producer_id(ProducerId(-1))
+            .with_producer_epoch(-1)
+    };
     if request.transactional_id.is_some() {
         return refused(ResponseError::TransactionalIdAuthorizationFailed.code());
     }
     let (current_id, current_epoch) = (request.producer_id.0, request.producer_epoch);
     if current_id >= 0 && current_epoch >= 0 && current_epoch < i16::MAX - 1 {
-        return InitProducerIdResponse::default().with_producer_id(ProducerId(current_id)).with_producer_epoch(current_epoch + 1);
+        return InitProducerIdResponse::default()
+            .with_producer_id(ProducerId(current_id))
+            .with_producer_epoch(current_epoch + 1);
     }
     match node.allocate_producer_id().await {
-        Ok(producer_id) => InitProducerIdResponse::default().with_producer_id(ProducerId(producer_id)).with_producer_epoch(0),
+        Ok(producer_id) => {
+            InitProducerIdResponse::default().with_producer_id(ProducerId(producer_id)).with_producer_epoch(0)
+        }
         Err(error) => refused(error_code(&error)),
     }
 }

@@ -35,7 +35,9 @@ pub(crate) async fn handle(node: &Arc<Node>, request: ListOffsetsRequest, versio
                 .with_offset(-1)
                 .with_leader_epoch(leader_epoch);
             let Some(partition) = node.partition(&topic.name.0, requested.partition_index) else {
-                partitions.push(response.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_leader_epoch(-1));
+                partitions.push(
+                    response.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_leader_epoch(-1),
+                );
                 continue;
             };
             let answer = match requested.timestamp {

@@ -91,7 +91,11 @@ pub(crate) async fn handle(node: &Arc<Node>, request: MetadataRequest, version: 
                         match ensure_topic(node, &text, auto_create).await {
                             Ok(()) => match node.image().topic(&text) {
                                 Some(image) => topics.push(topic_response(image)),
-                                None => topics.push(error_topic(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition)),
+                                None => topics.push(error_topic(
+                                    Some(name),
+                                    uuid::Uuid::nil(),
+                                    ResponseError::UnknownTopicOrPartition,
+                                )),
                             },
                             Err(error) => topics.push(error_topic(Some(name), uuid::Uuid::nil(), error)),
                         }

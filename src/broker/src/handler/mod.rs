@@ -30,19 +30,37 @@ pub(crate) async fn dispatch(node: &Arc<Node>, request: Request) -> Reply {
         RequestKind::Metadata(body) => Reply::Now(ResponseKind::Metadata(metadata::handle(node, body, version).await)),
         RequestKind::Produce(body) => produce::handle(node, body).await,
         RequestKind::Fetch(body) => fetch::handle(node, body),
-        RequestKind::ListOffsets(body) => Reply::Now(ResponseKind::ListOffsets(list_offsets::handle(node, body, version).await)),
-        RequestKind::FindCoordinator(body) => Reply::Now(ResponseKind::FindCoordinator(cluster::find_coordinator(node, body, version))),
+        RequestKind::ListOffsets(body) => {
+            Reply::Now(ResponseKind::ListOffsets(list_offsets::handle(node, body, version).await))
+        }
+        RequestKind::FindCoordinator(body) => {
+            Reply::Now(ResponseKind::FindCoordinator(cluster::find_coordinator(node, body, version)))
+        }
         RequestKind::DescribeCluster(_) => Reply::Now(ResponseKind::DescribeCluster(cluster::describe_cluster(node))),
-        RequestKind::CreateTopics(body) => Reply::Now(ResponseKind::CreateTopics(topics::create_topics(node, body, version).await)),
-        RequestKind::DeleteTopics(body) => Reply::Now(ResponseKind::DeleteTopics(topics::delete_topics(node, body).await)),
-        RequestKind::CreatePartitions(body) => Reply::Now(ResponseKind::CreatePartitions(topics::create_partitions(node, body).await)),
-        RequestKind::DescribeConfigs(body) => Reply::Now(ResponseKind::DescribeConfigs(configs::describe_configs(node, body))),
-        RequestKind::AlterConfigs(body) => Reply::Now(ResponseKind::AlterConfigs(configs::alter_configs(node, body).await)),
+        RequestKind::CreateTopics(body) => {
+            Reply::Now(ResponseKind::CreateTopics(topics::create_topics(node, body, version).await))
+        }
+        RequestKind::DeleteTopics(body) => {
+            Reply::Now(ResponseKind::DeleteTopics(topics::delete_topics(node, body).await))
+        }
+        RequestKind::CreatePartitions(body) => {
+            Reply::Now(ResponseKind::CreatePartitions(topics::create_partitions(node, body).await))
+        }
+        RequestKind::DescribeConfigs(body) => {
+            Reply::Now(ResponseKind::DescribeConfigs(configs::describe_configs(node, body)))
+        }
+        RequestKind::AlterConfigs(body) => {
+            Reply::Now(ResponseKind::AlterConfigs(configs::alter_configs(node, body).await))
+        }
         RequestKind::IncrementalAlterConfigs(body) => {
             Reply::Now(ResponseKind::IncrementalAlterConfigs(configs::incremental_alter_configs(node, body).await))
         }
-        RequestKind::InitProducerId(body) => Reply::Now(ResponseKind::InitProducerId(init_producer_id::handle(node, body).await)),
-        RequestKind::DeleteRecords(body) => Reply::Now(ResponseKind::DeleteRecords(records::delete_records(node, body).await)),
+        RequestKind::InitProducerId(body) => {
+            Reply::Now(ResponseKind::InitProducerId(init_producer_id::handle(node, body).await))
+        }
+        RequestKind::DeleteRecords(body) => {
+            Reply::Now(ResponseKind::DeleteRecords(records::delete_records(node, body).await))
+        }
         other => {
             // versions::SUPPORTED lists only the APIs above, so the frame decoder refuses any
             // other key before dispatch.

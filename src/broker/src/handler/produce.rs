@@ -11,7 +11,9 @@ use metadata::config::TopicSettings;
 use protocol::batch::{BatchError, Batches};
 use protocol::ids::{LeaderEpoch, Offset};
 use protocol::kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest};
-use protocol::kafka_protocol::messages::produce_response::{PartitionProduceResponse, ProduceResponse, TopicProduceResponse};
+use protocol::kafka_protocol::messages::produce_response::{
+    PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
+};
 use protocol::kafka_protocol::messages::ResponseKind;
 use protocol::ResponseError;
 

@@ -21,7 +21,9 @@ pub(crate) async fn delete_records(node: &Arc<Node>, request: DeleteRecordsReque
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for requested in topic.partitions {
-            let result = DeleteRecordsPartitionResult::default().with_partition_index(requested.partition_index).with_low_watermark(-1);
+            let result = DeleteRecordsPartitionResult::default()
+                .with_partition_index(requested.partition_index)
+                .with_low_watermark(-1);
             let Some(partition) = node.partition(&topic.name.0, requested.partition_index) else {
                 partitions.push(result.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;

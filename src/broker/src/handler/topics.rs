@@ -6,7 +6,9 @@ use std::sync::Arc;
 use metadata::config::{effective_topic_configs, validate_topic_config};
 use metadata::record::TopicId;
 use protocol::kafka_protocol::messages::create_partitions_request::CreatePartitionsRequest;
-use protocol::kafka_protocol::messages::create_partitions_response::{CreatePartitionsResponse, CreatePartitionsTopicResult};
+use protocol::kafka_protocol::messages::create_partitions_response::{
+    CreatePartitionsResponse, CreatePartitionsTopicResult,
+};
 use protocol::kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
 use protocol::kafka_protocol::messages::create_topics_response::{
     CreatableTopicConfigs, CreatableTopicResult, CreateTopicsResponse,
@@ -33,16 +35,25 @@ fn plan_topic(node: &Node, topic: &CreatableTopic) -> Result<(i32, i16, Vec<(Str
     let brokers = node.image().brokers().count().max(1);
     let (partitions, replication_factor) = if topic.assignments.is_empty() {
         let partitions = if topic.num_partitions == -1 { node.config.num_partitions } else { topic.num_partitions };
-        let factor =
-            if topic.replication_factor == -1 { node.config.default_replication_factor } else { topic.replication_factor };
+        let factor = if topic.replication_factor == -1 {
+            node.config.default_replication_factor
+        } else {
+            topic.replication_factor
+        };
         (partitions, factor)
     } else {
         if topic.num_partitions != -1 || topic.replication_factor != -1 {
-            return Err((ResponseError::InvalidRequest, "assignments exclude num_partitions and replication_factor".into()));
+            return Err((
+                ResponseError::InvalidRequest,
+                "assignments exclude num_partitions and replication_factor".into(),
+            ));
         }
         for (expected, assignment) in topic.assignments.iter().enumerate() {
             if assignment.partition_index != expected as i32 {
-                return Err((ResponseError::InvalidReplicaAssignment, "assignments must cover partitions 0..n in order".into()));
+                return Err((
+                    ResponseError::InvalidReplicaAssignment,
+                    "assignments must cover partitions 0..n in order".into(),
+                ));
             }
             if assignment.broker_ids.len() != 1 || assignment.broker_ids[0].0 != node.config.node_id.0 {
                 return Err((
@@ -54,7 +65,10 @@ fn plan_topic(node: &Node, topic: &CreatableTopic) -> Result<(i32, i16, Vec<(Str
         (topic.assignments.len() as i32, 1)
     };
     if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
-        return Err((ResponseError::InvalidPartitions, format!("Number of partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {partitions}.")));
+        return Err((
+            ResponseError::InvalidPartitions,
+            format!("Number of partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {partitions}."),
+        ));
     }
     if replication_factor < 1 || replication_factor as usize > brokers {
         return Err((
@@ -79,16 +93,31 @@ fn plan_topic(node: &Node, topic: &CreatableTopic) -> Result<(i32, i16, Vec<(Str
 }
 
 /// Handles CreateTopics.
-pub(crate) async fn create_topics(node: &Arc<Node>, request: CreateTopicsRequest, version: i16) -> CreateTopicsResponse {
+pub(crate) async fn create_topics(
+    node: &Arc<Node>,
+    request: CreateTopicsRequest,
+    version: i16,
+) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
     let mut names = BTreeSet::new();
-    let duplicates: BTreeSet<String> =
-        request.topics.iter().map(|topic| topic.name.0.to_string()).filter(|name| !names.insert(name.clone())).collect();
+    let duplicates: BTreeSet<String> = request
+        .topics
+        .iter()
+        .map(|topic| topic.name.0.to_string())
+        .filter(|name| !names.insert(name.clone()))
+        .collect();
     for topic in &request.topics {
         let name = topic.name.0.to_string();
-        let result = CreatableTopicResult::default().with_name(topic.name.clone()).with_num_partitions(-1).with_replication_factor(-1);
+        let result = CreatableTopicResult::default()
+            .with_name(topic.name.clone())
+            .with_num_partitions(-1)
+            .with_replication_factor(-1);
         if duplicates.contains(&name) {
-            results.push(result.with_error_code(ResponseError::InvalidRequest.code()).with_error_message(Some(str_bytes(format!("topic {name} appears more than once in the request")))));
+            results.push(
+                result
+                    .with_error_code(ResponseError::InvalidRequest.code())
+                    .with_error_message(Some(str_bytes(format!("topic {name} appears more than once in the request")))),
+            );
             continue;
         }
         let (partitions, replication_factor, configs) = match plan_topic(node, topic) {
@@ -104,7 +133,11 @@ pub(crate) async fn create_topics(node: &Arc<Node>, request: CreateTopicsRequest
             match node.create_topic(&name, partitions, &configs).await {
                 Ok(topic_id) => topic_id,
                 Err(error) => {
-                    results.push(result.with_error_code(error_code(&error)).with_error_message(Some(str_bytes(error.to_string()))));
+                    results.push(
+                        result
+                            .with_error_code(error_code(&error))
+                            .with_error_message(Some(str_bytes(error.to_string()))),
+                    );
                     continue;
                 }
             }
@@ -144,18 +177,23 @@ pub(crate) async fn delete_topics(node: &Arc<Node>, request: DeleteTopicsRequest
         };
         let result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(topic_id);
         let Some(topic) = found else {
-            let error = if name.is_some() { ResponseError::UnknownTopicOrPartition } else { ResponseError::UnknownTopicId };
+            let error =
+                if name.is_some() { ResponseError::UnknownTopicOrPartition } else { ResponseError::UnknownTopicId };
             responses.push(result.with_error_code(error.code()));
             continue;
         };
         let (found_name, found_id) = (topic.name.clone(), topic.topic_id);
-        let result = result.with_name(Some(TopicName(str_bytes(found_name.clone())))).with_topic_id(uuid::Uuid::from_bytes(found_id.0));
+        let result = result
+            .with_name(Some(TopicName(str_bytes(found_name.clone()))))
+            .with_topic_id(uuid::Uuid::from_bytes(found_id.0));
         match node.delete_topic(found_id).await {
             Ok(()) => {
                 tracing::info!(topic = found_name, "deleted topic");
                 responses.push(result);
             }
-            Err(error) => responses.push(result.with_error_code(error_code(&error)).with_error_message(Some(str_bytes(error.to_string())))),
+            Err(error) => responses.push(
+                result.with_error_code(error_code(&error)).with_error_message(Some(str_bytes(error.to_string()))),
+            ),
         }
     }
     DeleteTopicsResponse::default().with_responses(responses)
@@ -173,14 +211,28 @@ pub(crate) async fn create_partitions(node: &Arc<Node>, request: CreatePartition
         };
         let current = existing.partitions.len() as i32;
         let refusal = if topic.count <= current {
-            Some((ResponseError::InvalidPartitions, format!("Topic currently has {current} partitions, which is higher than the requested {}.", topic.count)))
+            Some((
+                ResponseError::InvalidPartitions,
+                format!(
+                    "Topic currently has {current} partitions, which is higher than the requested {}.",
+                    topic.count
+                ),
+            ))
         } else if topic.count > TOPIC_PARTITIONS_MAX {
-            Some((ResponseError::InvalidPartitions, format!("Number of partitions must be at most {TOPIC_PARTITIONS_MAX}.")))
+            Some((
+                ResponseError::InvalidPartitions,
+                format!("Number of partitions must be at most {TOPIC_PARTITIONS_MAX}."),
+            ))
         } else if topic.assignments.as_ref().is_some_and(|assignments| {
             assignments.len() as i32 != topic.count - current
-                || assignments.iter().any(|assignment| assignment.broker_ids.iter().map(|id| id.0).collect::<Vec<_>>() != [node.config.node_id.0])
+                || assignments.iter().any(|assignment| {
+                    assignment.broker_ids.iter().map(|id| id.0).collect::<Vec<_>>() != [node.config.node_id.0]
+                })
         }) {
-            Some((ResponseError::InvalidReplicaAssignment, format!("each new partition must be assigned to broker {} only", node.config.node_id.0)))
+            Some((
+                ResponseError::InvalidReplicaAssignment,
+                format!("each new partition must be assigned to broker {} only", node.config.node_id.0),
+            ))
         } else {
             None
         };
@@ -191,7 +243,9 @@ pub(crate) async fn create_partitions(node: &Arc<Node>, request: CreatePartition
         if !request.validate_only {
             let (name, topic_id) = (existing.name.clone(), existing.topic_id);
             if let Err(error) = node.create_partitions(&name, topic_id, current, topic.count).await {
-                results.push(result.with_error_code(error_code(&error)).with_error_message(Some(str_bytes(error.to_string()))));
+                results.push(
+                    result.with_error_code(error_code(&error)).with_error_message(Some(str_bytes(error.to_string()))),
+                );
                 continue;
             }
         }

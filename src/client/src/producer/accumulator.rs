@@ -69,9 +69,7 @@ impl ProducerBatch {
     /// larger than `batch_size` travels alone.
     fn has_room(&self, record_bytes: usize, batch_size: usize) -> bool {
         self.records.is_empty()
-            || (self.attempts == 0
-                && self.encoded.is_none()
-                && self.size_bytes + record_bytes <= batch_size)
+            || (self.attempts == 0 && self.encoded.is_none() && self.size_bytes + record_bytes <= batch_size)
     }
 }
 
@@ -107,20 +105,11 @@ pub(crate) struct Accumulator {
 
 impl Accumulator {
     pub(crate) fn new(batch_size: usize, linger: Duration) -> Self {
-        Accumulator {
-            batch_size,
-            linger,
-            partitions: BTreeMap::new(),
-            sticky: BTreeMap::new(),
-        }
+        Accumulator { batch_size, linger, partitions: BTreeMap::new(), sticky: BTreeMap::new() }
     }
 
     /// Whether appending `record_bytes` to the partition would start a new batch.
-    pub(crate) fn would_start_batch(
-        &self,
-        topic_partition: &TopicPartition,
-        record_bytes: usize,
-    ) -> bool {
+    pub(crate) fn would_start_batch(&self, topic_partition: &TopicPartition, record_bytes: usize) -> bool {
         self.partitions
             .get(topic_partition)
             .and_then(|queue| queue.batches.back())
@@ -138,27 +127,17 @@ impl Accumulator {
     }
 
     /// Appends a record to its partition's open batch, or to a new one.
-    pub(crate) fn append(
-        &mut self,
-        topic_partition: TopicPartition,
-        record: PendingRecord,
-        now: Instant,
-    ) -> Appended {
+    pub(crate) fn append(&mut self, topic_partition: TopicPartition, record: PendingRecord, now: Instant) -> Appended {
         let record_bytes = record.record.size_bytes_max();
         let new_batch = self.would_start_batch(&topic_partition, record_bytes);
         let queue = self.partitions.entry(topic_partition.clone()).or_default();
         if new_batch {
-            queue
-                .batches
-                .push_back(ProducerBatch::new(topic_partition, now));
+            queue.batches.push_back(ProducerBatch::new(topic_partition, now));
         }
         let batch = queue.batches.back_mut().expect("a batch was just ensured");
         batch.size_bytes += record_bytes;
         batch.records.push(record);
-        Appended {
-            new_batch,
-            batch_full: batch.size_bytes >= self.batch_size,
-        }
+        Appended { new_batch, batch_full: batch.size_bytes >= self.batch_size }
     }
 
     /// Takes the front batch of every partition that is not in flight, not backing off, and
@@ -184,8 +163,7 @@ impl Accumulator {
                 ready.extend(queue.batches.pop_front());
             }
         }
-        self.partitions
-            .retain(|_, queue| queue.in_flight || !queue.batches.is_empty());
+        self.partitions.retain(|_, queue| queue.in_flight || !queue.batches.is_empty());
         ready
     }
 
@@ -197,11 +175,7 @@ impl Accumulator {
             .filter(|queue| !queue.in_flight)
             .filter_map(|queue| {
                 let front = queue.batches.front()?;
-                let lingered = if front.attempts > 0 {
-                    front.created_at
-                } else {
-                    front.created_at + self.linger
-                };
+                let lingered = if front.attempts > 0 { front.created_at } else { front.created_at + self.linger };
                 Some(queue.retry_at.map_or(lingered, |at| at.max(lingered)))
             })
             .min()
@@ -219,10 +193,7 @@ impl Accumulator {
 
     /// Puts a drained batch back at the front of its queue, to be sent again at `retry_at`.
     pub(crate) fn reenqueue(&mut self, batch: ProducerBatch, retry_at: Instant) {
-        let queue = self
-            .partitions
-            .entry(batch.topic_partition.clone())
-            .or_default();
+        let queue = self.partitions.entry(batch.topic_partition.clone()).or_default();
         queue.in_flight = false;
         queue.retry_at = Some(retry_at);
         queue.batches.push_front(batch);
@@ -241,12 +212,7 @@ mod tests {
     const BATCH_SIZE: usize = 1000;
     const LINGER: Duration = Duration::from_millis(5);
 
-    fn record(
-        value_bytes: usize,
-    ) -> (
-        PendingRecord,
-        oneshot::Receiver<Result<RecordMetadata, ProduceError>>,
-    ) {
+    fn record(value_bytes: usize) -> (PendingRecord, oneshot::Receiver<Result<RecordMetadata, ProduceError>>) {
         let (reply, outcome) = oneshot::channel();
         let record = BatchRecord {
             key: None,
@@ -254,14 +220,7 @@ mod tests {
             headers: vec![],
             timestamp_ms: 0,
         };
-        (
-            PendingRecord {
-                record,
-                reply,
-                memory: None,
-            },
-            outcome,
-        )
+        (PendingRecord { record, reply, memory: None }, outcome)
     }
 
     fn tp(partition: i32) -> TopicPartition {
@@ -269,11 +228,7 @@ mod tests {
     }
 
     fn values(batch: &ProducerBatch) -> Vec<usize> {
-        batch
-            .records
-            .iter()
-            .map(|r| r.record.value.as_ref().map_or(0, Bytes::len))
-            .collect()
+        batch.records.iter().map(|r| r.record.value.as_ref().map_or(0, Bytes::len)).collect()
     }
 
     #[test]
@@ -293,17 +248,11 @@ mod tests {
         assert_eq!(drained.len(), 1);
         assert_eq!(drained[0].records.len(), per_batch);
         assert!(drained[0].size_bytes <= BATCH_SIZE);
-        assert!(
-            accumulator.drain(now, false).is_empty(),
-            "one batch per partition in flight"
-        );
+        assert!(accumulator.drain(now, false).is_empty(), "one batch per partition in flight");
         accumulator.complete(&tp(0));
         assert_eq!(accumulator.drain(now, false)[0].records.len(), per_batch);
         accumulator.complete(&tp(0));
-        assert!(
-            accumulator.drain(now, false).is_empty(),
-            "the last batch is not full and lingers"
-        );
+        assert!(accumulator.drain(now, false).is_empty(), "the last batch is not full and lingers");
         assert_eq!(accumulator.drain(now + LINGER, false)[0].records.len(), 1);
         accumulator.complete(&tp(0));
         assert!(accumulator.is_empty());
@@ -316,10 +265,7 @@ mod tests {
         assert!(accumulator.append(tp(0), record(10).0, now).new_batch);
         let big = accumulator.append(tp(0), record(5000).0, now);
         assert!(big.new_batch && big.batch_full);
-        assert!(
-            accumulator.append(tp(0), record(10).0, now).new_batch,
-            "nothing joins a full batch"
-        );
+        assert!(accumulator.append(tp(0), record(10).0, now).new_batch, "nothing joins a full batch");
     }
 
     #[test]
@@ -331,22 +277,9 @@ mod tests {
         assert!(accumulator.drain(start, false).is_empty());
         assert_eq!(accumulator.next_ready_at(), Some(start + LINGER));
         let first = accumulator.drain(start + LINGER, false);
-        assert_eq!(
-            first
-                .iter()
-                .map(|b| b.topic_partition.clone())
-                .collect::<Vec<_>>(),
-            vec![tp(0)]
-        );
-        assert_eq!(
-            accumulator.next_ready_at(),
-            Some(start + Duration::from_millis(3) + LINGER)
-        );
-        assert_eq!(
-            accumulator.drain(start + LINGER, true).len(),
-            1,
-            "force ignores linger"
-        );
+        assert_eq!(first.iter().map(|b| b.topic_partition.clone()).collect::<Vec<_>>(), vec![tp(0)]);
+        assert_eq!(accumulator.next_ready_at(), Some(start + Duration::from_millis(3) + LINGER));
+        assert_eq!(accumulator.drain(start + LINGER, true).len(), 1, "force ignores linger");
         assert_eq!(accumulator.next_ready_at(), None);
     }
 
@@ -365,20 +298,10 @@ mod tests {
         assert!(accumulator.drain(now, false).is_empty(), "backing off");
         assert_eq!(accumulator.next_ready_at(), Some(now + backoff));
         accumulator.append(tp(0), record(4).0, now);
-        let retried = accumulator
-            .drain(now + backoff, false)
-            .pop()
-            .expect("ready after backoff");
-        assert_eq!(
-            values(&retried),
-            vec![1],
-            "the retried batch is sent before later records"
-        );
+        let retried = accumulator.drain(now + backoff, false).pop().expect("ready after backoff");
+        assert_eq!(values(&retried), vec![1], "the retried batch is sent before later records");
         accumulator.complete(&tp(0));
-        let next = accumulator
-            .drain(now + backoff, false)
-            .pop()
-            .expect("ready");
+        let next = accumulator.drain(now + backoff, false).pop().expect("ready");
         assert_eq!(values(&next), vec![2, 3, 4]);
     }
 
@@ -389,18 +312,11 @@ mod tests {
         accumulator.append(tp(0), record(1).0, now);
         accumulator.append(tp(1), record(1).0, now);
         let drained = accumulator.drain(now, false);
-        assert_eq!(
-            drained.len(),
-            2,
-            "one in-flight batch per partition, not per producer"
-        );
+        assert_eq!(drained.len(), 2, "one in-flight batch per partition, not per producer");
         accumulator.append(tp(0), record(1).0, now);
         assert!(accumulator.drain(now, false).is_empty());
         accumulator.complete(&tp(1));
-        assert!(
-            accumulator.drain(now, false).is_empty(),
-            "partition 0 is still in flight"
-        );
+        assert!(accumulator.drain(now, false).is_empty(), "partition 0 is still in flight");
         accumulator.complete(&tp(0));
         assert_eq!(accumulator.drain(now, false).len(), 1);
     }

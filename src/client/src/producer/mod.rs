@@ -153,10 +153,7 @@ impl ProducerConfig {
             return invalid("buffer_memory", "must be in max_request_size..=4294967295");
         }
         if !(1..=IN_FLIGHT_REQUESTS_MAX).contains(&self.max_in_flight_requests_per_connection) {
-            return invalid(
-                "max_in_flight_requests_per_connection",
-                "must be in 1..=IN_FLIGHT_REQUESTS_MAX",
-            );
+            return invalid("max_in_flight_requests_per_connection", "must be in 1..=IN_FLIGHT_REQUESTS_MAX");
         }
         Ok(())
     }
@@ -182,11 +179,7 @@ pub struct ProducerRecord {
 impl ProducerRecord {
     /// A record with a value and nothing else set.
     pub fn new(topic: impl Into<String>, value: impl Into<Bytes>) -> Self {
-        ProducerRecord {
-            topic: topic.into(),
-            value: Some(value.into()),
-            ..ProducerRecord::default()
-        }
+        ProducerRecord { topic: topic.into(), value: Some(value.into()), ..ProducerRecord::default() }
     }
 
     /// Sets the key.
@@ -227,9 +220,7 @@ impl Future for DeliveryFuture {
     type Output = Result<RecordMetadata, ProduceError>;
 
     fn poll(mut self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.outcome)
-            .poll(context)
-            .map(|received| received.unwrap_or(Err(ProduceError::Aborted)))
+        Pin::new(&mut self.outcome).poll(context).map(|received| received.unwrap_or(Err(ProduceError::Aborted)))
     }
 }
 
@@ -275,9 +266,7 @@ impl Producer {
         config.validate()?;
         let shared = Shared::new(client, config);
         drop(rt::task::spawn(sender::run(Arc::clone(&shared))));
-        Ok(Producer {
-            handle: Arc::new(ProducerHandle { shared }),
-        })
+        Ok(Producer { handle: Arc::new(ProducerHandle { shared }) })
     }
 
     /// Accepts a record: chooses its partition, waits for buffer memory, and appends it to a
@@ -297,10 +286,7 @@ impl Producer {
         };
         let size_bytes = batch_record.size_bytes_max() + RECORD_BATCH_OVERHEAD_BYTES;
         if size_bytes > shared.config.max_request_size {
-            return Err(ClientError::RecordTooLarge {
-                size_bytes,
-                limit_bytes: shared.config.max_request_size,
-            });
+            return Err(ClientError::RecordTooLarge { size_bytes, limit_bytes: shared.config.max_request_size });
         }
         let partitions = self.available_partitions(&record.topic).await?;
         if let Some(partition) = record.partition {
@@ -314,16 +300,10 @@ impl Producer {
         }
         // Validated: buffer_memory <= u32::MAX and size_bytes <= max_request_size <= buffer_memory.
         let permits = u32::try_from(size_bytes).unwrap_or(u32::MAX);
-        let memory = Arc::clone(&shared.memory)
-            .acquire_many_owned(permits)
-            .await
-            .map_err(|_| ClientError::ProducerClosed)?;
+        let memory =
+            Arc::clone(&shared.memory).acquire_many_owned(permits).await.map_err(|_| ClientError::ProducerClosed)?;
         let (reply, outcome) = oneshot::channel();
-        let pending = PendingRecord {
-            record: batch_record,
-            reply,
-            memory: Some(memory),
-        };
+        let pending = PendingRecord { record: batch_record, reply, memory: Some(memory) };
         let appended = {
             let mut accumulator = lock(&shared.accumulator);
             let partition = match (record.partition, pending.record.key.as_deref()) {
@@ -334,33 +314,21 @@ impl Producer {
                     let current = sticky.filter(|p| *p < partitions.count);
                     let record_bytes = pending.record.size_bytes_max();
                     let keep = current.filter(|p| {
-                        !accumulator.would_start_batch(
-                            &TopicPartition::new(record.topic.clone(), *p),
-                            record_bytes,
-                        )
+                        !accumulator.would_start_batch(&TopicPartition::new(record.topic.clone(), *p), record_bytes)
                     });
                     let chosen = keep
                         .or_else(|| {
-                            partitioner::next_sticky_partition(
-                                &partitions.with_leader,
-                                current,
-                                rt::rand::random_u64(),
-                            )
+                            partitioner::next_sticky_partition(&partitions.with_leader, current, rt::rand::random_u64())
                         })
                         .unwrap_or_else(|| {
-                            i32::try_from(rt::rand::random_u64() % partitions.count as u64)
-                                .unwrap_or(0)
+                            i32::try_from(rt::rand::random_u64() % partitions.count as u64).unwrap_or(0)
                         });
                     accumulator.set_sticky_partition(&record.topic, chosen);
                     chosen
                 }
             };
             shared.outstanding.send_modify(|count| *count += 1);
-            accumulator.append(
-                TopicPartition::new(record.topic, partition),
-                pending,
-                Instant::now(),
-            )
+            accumulator.append(TopicPartition::new(record.topic, partition), pending, Instant::now())
         };
         if appended.new_batch || appended.batch_full {
             shared.wakeup.notify_one();
@@ -372,10 +340,7 @@ impl Producer {
     ///
     /// # Errors
     /// As [`Producer::send`] (as [`ProduceError::Client`]) and the delivery's error.
-    pub async fn send_and_wait(
-        &self,
-        record: ProducerRecord,
-    ) -> Result<RecordMetadata, ProduceError> {
+    pub async fn send_and_wait(&self, record: ProducerRecord) -> Result<RecordMetadata, ProduceError> {
         self.send(record).await.map_err(ProduceError::Client)?.await
     }
 
@@ -389,11 +354,8 @@ impl Producer {
         let mut outstanding = shared.outstanding.subscribe();
         shared.flushing.fetch_add(1, Ordering::SeqCst);
         shared.wakeup.notify_one();
-        let result = outstanding
-            .wait_for(|count| *count == 0)
-            .await
-            .map(|_| ())
-            .map_err(|_| ClientError::ProducerClosed);
+        let result =
+            outstanding.wait_for(|count| *count == 0).await.map(|_| ()).map_err(|_| ClientError::ProducerClosed);
         shared.flushing.fetch_sub(1, Ordering::SeqCst);
         result
     }
@@ -410,17 +372,10 @@ impl Producer {
             let retry_error = match result {
                 Ok(partitions) if !partitions.is_empty() => {
                     let count = i32::try_from(partitions.len()).unwrap_or(i32::MAX);
-                    let with_leader = partitions
-                        .iter()
-                        .filter(|p| p.leader >= 0)
-                        .map(|p| p.partition)
-                        .collect();
+                    let with_leader = partitions.iter().filter(|p| p.leader >= 0).map(|p| p.partition).collect();
                     return Ok(TopicPartitions { count, with_leader });
                 }
-                Ok(_) => ClientError::Broker {
-                    error: ResponseError::LeaderNotAvailable,
-                    message: None,
-                },
+                Ok(_) => ClientError::Broker { error: ResponseError::LeaderNotAvailable, message: None },
                 Err(error) if error.is_retriable() => error,
                 Err(error) => return Err(error),
             };
@@ -446,44 +401,16 @@ mod tests {
     #[test]
     fn default_config_is_valid_and_relations_are_checked() {
         assert!(ProducerConfig::default().validate().is_ok());
-        let config = ProducerConfig {
-            batch_size: 2_000_000,
-            ..ProducerConfig::default()
-        };
-        assert!(matches!(
-            config.validate(),
-            Err(ClientError::InvalidConfig {
-                field: "batch_size",
-                ..
-            })
-        ));
-        let config = ProducerConfig {
-            buffer_memory: 10,
-            ..ProducerConfig::default()
-        };
-        assert!(matches!(
-            config.validate(),
-            Err(ClientError::InvalidConfig {
-                field: "buffer_memory",
-                ..
-            })
-        ));
-        let config = ProducerConfig {
-            max_in_flight_requests_per_connection: 0,
-            ..ProducerConfig::default()
-        };
+        let config = ProducerConfig { batch_size: 2_000_000, ..ProducerConfig::default() };
+        assert!(matches!(config.validate(), Err(ClientError::InvalidConfig { field: "batch_size", .. })));
+        let config = ProducerConfig { buffer_memory: 10, ..ProducerConfig::default() };
+        assert!(matches!(config.validate(), Err(ClientError::InvalidConfig { field: "buffer_memory", .. })));
+        let config = ProducerConfig { max_in_flight_requests_per_connection: 0, ..ProducerConfig::default() };
         assert!(config.validate().is_err());
     }
 
     #[test]
     fn acks_have_kafka_wire_values() {
-        assert_eq!(
-            [
-                Acks::None.as_i16(),
-                Acks::Leader.as_i16(),
-                Acks::All.as_i16()
-            ],
-            [0, 1, -1]
-        );
+        assert_eq!([Acks::None.as_i16(), Acks::Leader.as_i16(), Acks::All.as_i16()], [0, 1, -1]);
     }
 }

@@ -49,21 +49,9 @@ pub fn partition_for_key(key: &[u8], partition_count: i32) -> i32 {
 
 /// A partition for a record without a key, other than `current` when possible. Kafka picks
 /// among partitions with a leader; so does the caller, by passing only those.
-pub(crate) fn next_sticky_partition(
-    candidates: &[i32],
-    current: Option<i32>,
-    random: u64,
-) -> Option<i32> {
-    let others: Vec<i32> = candidates
-        .iter()
-        .copied()
-        .filter(|p| Some(*p) != current)
-        .collect();
-    let pool = if others.is_empty() {
-        candidates
-    } else {
-        &others[..]
-    };
+pub(crate) fn next_sticky_partition(candidates: &[i32], current: Option<i32>, random: u64) -> Option<i32> {
+    let others: Vec<i32> = candidates.iter().copied().filter(|p| Some(*p) != current).collect();
+    let pool = if others.is_empty() { candidates } else { &others[..] };
     if pool.is_empty() {
         return None;
     }
@@ -83,19 +71,11 @@ mod tests {
             (b"foobar", -790_332_482),
             (b"a-little-bit-long-string", -985_981_536),
             (b"a-little-bit-longer-string", -1_486_304_829),
-            (
-                b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8",
-                -58_897_971,
-            ),
+            (b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8", -58_897_971),
             (b"abc", 479_470_107),
         ];
         for (input, expected) in cases {
-            assert_eq!(
-                murmur2(input),
-                *expected,
-                "murmur2({:?})",
-                String::from_utf8_lossy(input)
-            );
+            assert_eq!(murmur2(input), *expected, "murmur2({:?})", String::from_utf8_lossy(input));
         }
     }
 

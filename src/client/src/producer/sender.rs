@@ -45,10 +45,7 @@ pub(crate) struct Shared {
 impl Shared {
     pub(crate) fn new(client: Client, config: ProducerConfig) -> Arc<Shared> {
         Arc::new(Shared {
-            accumulator: Mutex::new(Accumulator::new(
-                config.batch_size,
-                Duration::from_millis(config.linger_ms),
-            )),
+            accumulator: Mutex::new(Accumulator::new(config.batch_size, Duration::from_millis(config.linger_ms))),
             wakeup: Notify::new(),
             memory: Arc::new(Semaphore::new(config.buffer_memory)),
             outstanding: watch::Sender::new(0),
@@ -70,38 +67,20 @@ impl Shared {
     }
 
     /// Completes one record and releases its memory.
-    fn complete_record(
-        &self,
-        record: PendingRecord,
-        outcome: Result<RecordMetadata, ProduceError>,
-    ) {
+    fn complete_record(&self, record: PendingRecord, outcome: Result<RecordMetadata, ProduceError>) {
         // The caller may have dropped its future; the outcome is then unobserved.
         let _ = record.reply.send(outcome);
         drop(record.memory);
-        self.outstanding
-            .send_modify(|count| *count = count.saturating_sub(1));
+        self.outstanding.send_modify(|count| *count = count.saturating_sub(1));
     }
 
     /// Delivers a batch's records: offsets are consecutive from `base_offset`.
     fn succeed(&self, batch: ProducerBatch, base_offset: Offset, log_append_time_ms: i64) {
         let TopicPartition { topic, partition } = batch.topic_partition.clone();
         for (index, record) in batch.records.into_iter().enumerate() {
-            let offset = if base_offset.0 < 0 {
-                base_offset
-            } else {
-                base_offset.plus(index as i64)
-            };
-            let timestamp_ms = if log_append_time_ms >= 0 {
-                log_append_time_ms
-            } else {
-                record.record.timestamp_ms
-            };
-            let metadata = RecordMetadata {
-                topic: topic.clone(),
-                partition: partition.0,
-                offset,
-                timestamp_ms,
-            };
+            let offset = if base_offset.0 < 0 { base_offset } else { base_offset.plus(index as i64) };
+            let timestamp_ms = if log_append_time_ms >= 0 { log_append_time_ms } else { record.record.timestamp_ms };
+            let metadata = RecordMetadata { topic: topic.clone(), partition: partition.0, offset, timestamp_ms };
             self.complete_record(record, Ok(metadata));
         }
         self.finish_partition(&batch.topic_partition);
@@ -128,11 +107,9 @@ impl Shared {
         let now = Instant::now();
         if !is_retriable_for_produce(&error) {
             let failure = match error {
-                ClientError::Broker { error, message } => ProduceError::Broker {
-                    topic_partition: batch.topic_partition.clone(),
-                    error,
-                    message,
-                },
+                ClientError::Broker { error, message } => {
+                    ProduceError::Broker { topic_partition: batch.topic_partition.clone(), error, message }
+                }
                 other => ProduceError::Client(other),
             };
             return self.fail(batch, failure);
@@ -172,11 +149,7 @@ impl Shared {
         topics.dedup();
         let shared = Arc::clone(self);
         drop(rt::task::spawn(async move {
-            if let Err(error) = shared
-                .client
-                .refresh_metadata_with(Some(&topics), true)
-                .await
-            {
+            if let Err(error) = shared.client.refresh_metadata_with(Some(&topics), true).await {
                 tracing::debug!(%error, "producer metadata refresh failed");
             }
             shared.refreshing.store(false, Ordering::SeqCst);
@@ -186,11 +159,7 @@ impl Shared {
 
     fn broker_slots(&self, broker: i32) -> Arc<Semaphore> {
         let max = self.config.max_in_flight_requests_per_connection;
-        Arc::clone(
-            lock(&self.broker_slots)
-                .entry(broker)
-                .or_insert_with(|| Arc::new(Semaphore::new(max))),
-        )
+        Arc::clone(lock(&self.broker_slots).entry(broker).or_insert_with(|| Arc::new(Semaphore::new(max))))
     }
 }
 
@@ -232,8 +201,7 @@ fn may_mean_leader_moved(error: &ClientError) -> bool {
 pub(crate) async fn run(shared: Arc<Shared>) {
     loop {
         let now = Instant::now();
-        let force =
-            shared.flushing.load(Ordering::SeqCst) > 0 || shared.closed.load(Ordering::SeqCst);
+        let force = shared.flushing.load(Ordering::SeqCst) > 0 || shared.closed.load(Ordering::SeqCst);
         let ready = lock(&shared.accumulator).drain(now, force);
         let mut by_leader: BTreeMap<i32, Vec<ProducerBatch>> = BTreeMap::new();
         let mut unrouted_topics = Vec::new();
@@ -271,11 +239,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         }
         for (leader, batches) in by_leader {
             for request in split_by_size(batches, shared.config.max_request_size) {
-                drop(rt::task::spawn(send_produce(
-                    Arc::clone(&shared),
-                    leader,
-                    request,
-                )));
+                drop(rt::task::spawn(send_produce(Arc::clone(&shared), leader, request)));
             }
         }
 
@@ -302,10 +266,7 @@ fn split_by_size(batches: Vec<ProducerBatch>, max_bytes: usize) -> Vec<Vec<Produ
     let mut requests: Vec<Vec<ProducerBatch>> = Vec::new();
     let mut current_bytes = 0;
     for batch in batches {
-        let bytes = batch
-            .encoded
-            .as_ref()
-            .map_or(batch.size_bytes, |encoded| encoded.len());
+        let bytes = batch.encoded.as_ref().map_or(batch.size_bytes, |encoded| encoded.len());
         match requests.last_mut() {
             Some(current) if current_bytes + bytes <= max_bytes => {
                 current_bytes += bytes;
@@ -324,11 +285,8 @@ fn split_by_size(batches: Vec<ProducerBatch>, max_bytes: usize) -> Vec<Vec<Produ
 async fn send_produce(shared: Arc<Shared>, broker: i32, batches: Vec<ProducerBatch>) {
     let slots = shared.broker_slots(broker);
     let _slot = slots.acquire().await;
-    let request = RequestKind::Produce(produce_request(
-        &shared.config,
-        shared.client.config().request_timeout_ms,
-        &batches,
-    ));
+    let request =
+        RequestKind::Produce(produce_request(&shared.config, shared.client.config().request_timeout_ms, &batches));
 
     if shared.config.acks == Acks::None {
         let sent = match shared.client.connection(Some(broker)).await {
@@ -348,12 +306,7 @@ async fn send_produce(shared: Arc<Shared>, broker: i32, batches: Vec<ProducerBat
         Ok(ResponseKind::Produce(response)) => response,
         Ok(_) => {
             for batch in batches {
-                shared.retry_or_fail(
-                    batch,
-                    ClientError::UnexpectedResponse {
-                        api_key: ApiKey::Produce,
-                    },
-                );
+                shared.retry_or_fail(batch, ClientError::UnexpectedResponse { api_key: ApiKey::Produce });
             }
             return;
         }
@@ -371,48 +324,32 @@ async fn send_produce(shared: Arc<Shared>, broker: i32, batches: Vec<ProducerBat
         }
     }
     for batch in batches {
-        let key = (
-            batch.topic_partition.topic.clone(),
-            batch.topic_partition.partition.0,
-        );
+        let key = (batch.topic_partition.topic.clone(), batch.topic_partition.partition.0);
         match results.remove(&key) {
             None => {
-                let error = ClientError::MissingFromResponse {
-                    api_key: ApiKey::Produce,
-                    topic: key.0,
-                    partition: Some(key.1),
-                };
+                let error =
+                    ClientError::MissingFromResponse { api_key: ApiKey::Produce, topic: key.0, partition: Some(key.1) };
                 shared.retry_or_fail(batch, error);
             }
-            Some(result) => match ClientError::from_code(
-                result.error_code,
-                result.error_message.map(|m| m.to_string()),
-            ) {
-                None => {
-                    shared.succeed(batch, Offset(result.base_offset), result.log_append_time_ms)
+            Some(result) => {
+                match ClientError::from_code(result.error_code, result.error_message.map(|m| m.to_string())) {
+                    None => shared.succeed(batch, Offset(result.base_offset), result.log_append_time_ms),
+                    Some(error) => shared.retry_or_fail(batch, error),
                 }
-                Some(error) => shared.retry_or_fail(batch, error),
-            },
+            }
         }
     }
 }
 
 /// The Produce request for a set of batches (one entry per topic, one per partition).
-fn produce_request(
-    config: &ProducerConfig,
-    request_timeout_ms: u64,
-    batches: &[ProducerBatch],
-) -> ProduceRequest {
+fn produce_request(config: &ProducerConfig, request_timeout_ms: u64, batches: &[ProducerBatch]) -> ProduceRequest {
     let mut topics: BTreeMap<&str, Vec<PartitionProduceData>> = BTreeMap::new();
     for batch in batches {
-        topics
-            .entry(batch.topic_partition.topic.as_str())
-            .or_default()
-            .push(
-                PartitionProduceData::default()
-                    .with_index(batch.topic_partition.partition.0)
-                    .with_records(batch.encoded.clone()),
-            );
+        topics.entry(batch.topic_partition.topic.as_str()).or_default().push(
+            PartitionProduceData::default()
+                .with_index(batch.topic_partition.partition.0)
+                .with_records(batch.encoded.clone()),
+        );
     }
     ProduceRequest::default()
         .with_acks(config.acks.as_i16())
@@ -421,9 +358,7 @@ fn produce_request(
             topics
                 .into_iter()
                 .map(|(topic, partitions)| {
-                    TopicProduceData::default()
-                        .with_name(topic_name(topic))
-                        .with_partition_data(partitions)
+                    TopicProduceData::default().with_name(topic_name(topic)).with_partition_data(partitions)
                 })
                 .collect(),
         )
@@ -436,19 +371,13 @@ mod tests {
 
     #[test]
     fn produce_retries_follow_the_documented_list() {
-        let broker = |error| ClientError::Broker {
-            error,
-            message: None,
-        };
+        let broker = |error| ClientError::Broker { error, message: None };
         for retriable in [
             ResponseError::NotLeaderOrFollower,
             ResponseError::NotEnoughReplicasAfterAppend,
             ResponseError::KafkaStorageError,
         ] {
-            assert!(
-                is_retriable_for_produce(&broker(retriable)),
-                "{retriable:?}"
-            );
+            assert!(is_retriable_for_produce(&broker(retriable)), "{retriable:?}");
         }
         for fatal in [
             ResponseError::MessageTooLarge,
@@ -458,10 +387,7 @@ mod tests {
         ] {
             assert!(!is_retriable_for_produce(&broker(fatal)), "{fatal:?}");
         }
-        let lost = ClientError::Disconnected {
-            address: "b:1".into(),
-            cause: crate::error::DisconnectCause::Closed,
-        };
+        let lost = ClientError::Disconnected { address: "b:1".into(), cause: crate::error::DisconnectCause::Closed };
         assert!(is_retriable_for_produce(&lost));
     }
 
@@ -480,23 +406,14 @@ mod tests {
             batch.encoded = Some(Bytes::from(vec![0; bytes]));
             batch
         };
-        let requests = split_by_size(
-            vec![batch(0, 400), batch(1, 400), batch(2, 400), batch(3, 2000)],
-            1000,
-        );
-        let shape: Vec<Vec<i32>> = requests
-            .iter()
-            .map(|r| r.iter().map(|b| b.topic_partition.partition.0).collect())
-            .collect();
+        let requests = split_by_size(vec![batch(0, 400), batch(1, 400), batch(2, 400), batch(3, 2000)], 1000);
+        let shape: Vec<Vec<i32>> =
+            requests.iter().map(|r| r.iter().map(|b| b.topic_partition.partition.0).collect()).collect();
         assert_eq!(shape, vec![vec![0, 1], vec![2], vec![3]]);
 
         let request = produce_request(&ProducerConfig::default(), 30_000, &requests[0]);
         assert_eq!(request.acks, -1);
-        assert_eq!(
-            request.topic_data.len(),
-            1,
-            "partitions of one topic share a topic entry"
-        );
+        assert_eq!(request.topic_data.len(), 1, "partitions of one topic share a topic entry");
         assert_eq!(request.topic_data[0].partition_data.len(), 2);
     }
 }

@@ -83,7 +83,15 @@ async fn ensure_topic(client: &client::Client, topic: &str, partitions: i32) -> 
         return Ok(());
     }
     for (name, result) in admin
-        .create_topics(&[NewTopic { name: topic.to_owned(), num_partitions: partitions, replication_factor: -1, configs: Vec::new() }], false)
+        .create_topics(
+            &[NewTopic {
+                name: topic.to_owned(),
+                num_partitions: partitions,
+                replication_factor: -1,
+                configs: Vec::new(),
+            }],
+            false,
+        )
         .await?
     {
         if let Err(error) = result {
@@ -104,7 +112,12 @@ pub async fn produce(bootstrap: &str, options: ProduceBench, json: bool) -> anyh
     ensure_topic(&client, &options.topic, options.partitions).await?;
     let producer = Producer::new(
         client,
-        ProducerConfig { acks: options.acks, linger_ms: options.linger_ms, batch_size: options.batch_size, ..ProducerConfig::default() },
+        ProducerConfig {
+            acks: options.acks,
+            linger_ms: options.linger_ms,
+            batch_size: options.batch_size,
+            ..ProducerConfig::default()
+        },
     )?;
     let value = Bytes::from((0..options.record_size).map(|index| (index % 251) as u8).collect::<Vec<u8>>());
     let mut histogram = Histogram::<u64>::new_with_bounds(1, 600_000_000, 3).context("histogram bounds")?;
@@ -116,7 +129,14 @@ pub async fn produce(bootstrap: &str, options: ProduceBench, json: bool) -> anyh
     let mut last_progress = started;
     let mut window: VecDeque<(Instant, u64)> = VecDeque::new();
     while sent < total && deadline.is_none_or(|deadline| Instant::now() < deadline) {
-        let record = ProducerRecord { topic: options.topic.clone(), partition: None, key: None, value: Some(value.clone()), headers: Vec::new(), timestamp_ms: None };
+        let record = ProducerRecord {
+            topic: options.topic.clone(),
+            partition: None,
+            key: None,
+            value: Some(value.clone()),
+            headers: Vec::new(),
+            timestamp_ms: None,
+        };
         let sent_at = Instant::now();
         let delivery = producer.send(record).await?;
         in_flight.push(async move { (delivery.await, sent_at.elapsed()) });
@@ -138,7 +158,11 @@ pub async fn produce(bootstrap: &str, options: ProduceBench, json: bool) -> anyh
             let rate = window.front().filter(|(at, _)| *at < last_progress).map_or(0.0, |(at, count)| {
                 (acknowledged - count) as f64 / last_progress.duration_since(*at).as_secs_f64()
             });
-            eprintln!("  {:>6.1} s  {acknowledged} acknowledged  {rate:.0} records/s  {:.1} MB/s", started.elapsed().as_secs_f64(), rate * options.record_size as f64 / 1e6);
+            eprintln!(
+                "  {:>6.1} s  {acknowledged} acknowledged  {rate:.0} records/s  {:.1} MB/s",
+                started.elapsed().as_secs_f64(),
+                rate * options.record_size as f64 / 1e6
+            );
         }
     }
     producer.flush().await?;
@@ -160,7 +184,13 @@ pub async fn produce(bootstrap: &str, options: ProduceBench, json: bool) -> anyh
     Ok(result)
 }
 
-fn record_outcome(histogram: &mut Histogram<u64>, acknowledged: &mut u64, failed: &mut u64, ok: bool, latency: Duration) {
+fn record_outcome(
+    histogram: &mut Histogram<u64>,
+    acknowledged: &mut u64,
+    failed: &mut u64,
+    ok: bool,
+    latency: Duration,
+) {
     if ok {
         *acknowledged += 1;
         let _ = histogram.record((latency.as_micros() as u64).max(1));
@@ -180,7 +210,8 @@ pub async fn consume(bootstrap: &str, topic: &str, count: u64, json: bool) -> an
         client,
         ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() },
     )?;
-    let assigned: Vec<TopicPartition> = partitions.iter().map(|info| TopicPartition::new(topic.to_owned(), info.partition)).collect();
+    let assigned: Vec<TopicPartition> =
+        partitions.iter().map(|info| TopicPartition::new(topic.to_owned(), info.partition)).collect();
     consumer.assign(assigned.clone());
     for topic_partition in &assigned {
         consumer.seek(topic_partition, SeekTo::Beginning).await?;

@@ -50,7 +50,8 @@ pub struct ConsumeOptions {
 /// Connection errors or an unknown topic.
 pub async fn run(bootstrap: &str, options: ConsumeOptions) -> anyhow::Result<()> {
     let client = connect(bootstrap).await?;
-    let partitions = client.partitions_for(&options.topic).await.with_context(|| format!("unknown topic {}", options.topic))?;
+    let partitions =
+        client.partitions_for(&options.topic).await.with_context(|| format!("unknown topic {}", options.topic))?;
     let assigned: Vec<TopicPartition> = partitions
         .iter()
         .filter(|info| options.partition.is_none_or(|wanted| wanted == info.partition))
@@ -59,7 +60,10 @@ pub async fn run(bootstrap: &str, options: ConsumeOptions) -> anyhow::Result<()>
     if assigned.is_empty() {
         anyhow::bail!("topic {} has no partition {:?}", options.topic, options.partition);
     }
-    let mut consumer = Consumer::new(client, ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() })?;
+    let mut consumer = Consumer::new(
+        client,
+        ConsumerConfig { auto_offset_reset: OffsetReset::Earliest, ..ConsumerConfig::default() },
+    )?;
     consumer.assign(assigned.clone());
     for topic_partition in &assigned {
         let to = match options.start {
@@ -94,9 +98,19 @@ pub async fn run(bootstrap: &str, options: ConsumeOptions) -> anyhow::Result<()>
                 fields.push(format!("Timestamp:{}", record.timestamp_ms));
             }
             if options.print_key {
-                fields.push(record.key.as_ref().map_or_else(|| "null".to_owned(), |key| String::from_utf8_lossy(key).into_owned()));
+                fields.push(
+                    record
+                        .key
+                        .as_ref()
+                        .map_or_else(|| "null".to_owned(), |key| String::from_utf8_lossy(key).into_owned()),
+                );
             }
-            fields.push(record.value.as_ref().map_or_else(|| "null".to_owned(), |value| String::from_utf8_lossy(value).into_owned()));
+            fields.push(
+                record
+                    .value
+                    .as_ref()
+                    .map_or_else(|| "null".to_owned(), |value| String::from_utf8_lossy(value).into_owned()),
+            );
             writeln!(out, "{}", fields.join(&options.separator))?;
             printed += 1;
             if options.max_messages.is_some_and(|max| printed >= max) {

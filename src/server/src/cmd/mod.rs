@@ -14,7 +14,11 @@ use client::{Client, ClientConfig};
 /// If no bootstrap server answers.
 pub async fn connect(bootstrap: &str) -> anyhow::Result<Client> {
     let config = ClientConfig {
-        bootstrap_servers: bootstrap.split(',').map(|server| server.trim().to_owned()).filter(|server| !server.is_empty()).collect(),
+        bootstrap_servers: bootstrap
+            .split(',')
+            .map(|server| server.trim().to_owned())
+            .filter(|server| !server.is_empty())
+            .collect(),
         client_id: "weir-cli".to_owned(),
         ..ClientConfig::default()
     };
@@ -26,5 +30,7 @@ pub async fn connect(bootstrap: &str) -> anyhow::Result<Client> {
 /// # Errors
 /// Without `=`.
 pub fn key_value(text: &str) -> Result<(String, String), String> {
-    text.split_once('=').map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned())).ok_or_else(|| format!("expected key=value, got `{text}`"))
+    text.split_once('=')
+        .map(|(key, value)| (key.trim().to_owned(), value.trim().to_owned()))
+        .ok_or_else(|| format!("expected key=value, got `{text}`"))
 }

@@ -28,7 +28,10 @@ pub struct ProduceOptions {
 /// Connection errors, or any record that was not acknowledged.
 pub async fn run(bootstrap: &str, options: ProduceOptions) -> anyhow::Result<()> {
     let client = connect(bootstrap).await?;
-    let producer = Producer::new(client, ProducerConfig { acks: options.acks, compression: options.compression, ..ProducerConfig::default() })?;
+    let producer = Producer::new(
+        client,
+        ProducerConfig { acks: options.acks, compression: options.compression, ..ProducerConfig::default() },
+    )?;
     let mut lines = rt::io::BufReader::new(rt::io::stdin()).lines();
     let mut deliveries = Vec::new();
     while let Some(line) = lines.next_line().await.context("reading standard input")? {

@@ -9,11 +9,20 @@ use super::connect;
 ///
 /// # Errors
 /// Connection or broker errors, printed with the broker's message.
-pub async fn create(bootstrap: &str, name: &str, partitions: i32, replication_factor: i16, configs: Vec<(String, String)>) -> anyhow::Result<()> {
+pub async fn create(
+    bootstrap: &str,
+    name: &str,
+    partitions: i32,
+    replication_factor: i16,
+    configs: Vec<(String, String)>,
+) -> anyhow::Result<()> {
     let client = connect(bootstrap).await?;
     let admin = Admin::new(&client);
     let results = admin
-        .create_topics(&[NewTopic { name: name.to_owned(), num_partitions: partitions, replication_factor, configs }], false)
+        .create_topics(
+            &[NewTopic { name: name.to_owned(), num_partitions: partitions, replication_factor, configs }],
+            false,
+        )
         .await?;
     for (topic, result) in results {
         result.with_context(|| format!("cannot create topic {topic}"))?;
@@ -89,16 +98,26 @@ pub async fn delete(bootstrap: &str, name: &str) -> anyhow::Result<()> {
 ///
 /// # Errors
 /// Connection or broker errors.
-pub async fn alter(bootstrap: &str, name: &str, set: Vec<(String, String)>, delete: Vec<String>, partitions: Option<i32>) -> anyhow::Result<()> {
+pub async fn alter(
+    bootstrap: &str,
+    name: &str,
+    set: Vec<(String, String)>,
+    delete: Vec<String>,
+    partitions: Option<i32>,
+) -> anyhow::Result<()> {
     if set.is_empty() && delete.is_empty() && partitions.is_none() {
         bail!("nothing to alter: give --set key=value, --delete key or --partitions N");
     }
     let client = connect(bootstrap).await?;
     let admin = Admin::new(&client);
     if !set.is_empty() || !delete.is_empty() {
-        let mut operations: Vec<(String, AlterOp)> = set.into_iter().map(|(key, value)| (key, AlterOp::Set(value))).collect();
+        let mut operations: Vec<(String, AlterOp)> =
+            set.into_iter().map(|(key, value)| (key, AlterOp::Set(value))).collect();
         operations.extend(delete.into_iter().map(|key| (key, AlterOp::Delete)));
-        admin.incremental_alter_configs(name, &operations).await.with_context(|| format!("cannot alter configs of {name}"))?;
+        admin
+            .incremental_alter_configs(name, &operations)
+            .await
+            .with_context(|| format!("cannot alter configs of {name}"))?;
         println!("Updated configs of topic {name}.");
     }
     if let Some(count) = partitions {
