@@ -105,13 +105,12 @@ impl Partition {
     }
 
     /// Records that `records` were appended ending at `log_end_offset`, and arranges for them
-    /// to become durable and visible.
-    pub(crate) fn appended(&self, records: u64, log_end_offset: Offset) {
-        let _ = self.unflushed_records.fetch_add(records, Ordering::Relaxed);
-        if self.settings().write_caching || planted_ack_before_fsync() {
+    /// to become durable and visible. `settings` are the ones the append was validated with.
+    pub(crate) fn appended(&self, records: u64, log_end_offset: Offset, settings: &TopicSettings) {
+        let unflushed = self.unflushed_records.fetch_add(records, Ordering::Relaxed) + records;
+        if settings.write_caching || planted_ack_before_fsync() {
             self.advance_high_watermark(log_end_offset);
-            let settings = self.settings();
-            if self.unflushed_records.load(Ordering::Relaxed) >= settings.flush_messages.max(1) as u64 {
+            if unflushed >= settings.flush_messages.max(1) as u64 {
                 self.flush_wanted.notify_one();
             }
         } else {

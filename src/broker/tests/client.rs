@@ -7,23 +7,29 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use client::admin::{Admin, NewTopic, OffsetSpec};
+use client::admin::{Admin, ConfigSource, NewTopic, OffsetSpec};
 use client::consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 use client::producer::{partitioner::partition_for_key, Acks, Compression, Producer, ProducerConfig, ProducerRecord};
 use client::{Client, ClientConfig};
 use protocol::ids::{Offset, TopicPartition};
 
 /// A broker serving a fresh data directory on an ephemeral loopback port.
+#[derive(Debug)]
 struct TestBroker {
     address: String,
     _data: tempfile::TempDir,
 }
 
 async fn start_broker() -> TestBroker {
+    start_broker_with(Default::default()).await
+}
+
+async fn start_broker_with(static_configs: std::collections::BTreeMap<String, String>) -> TestBroker {
     let data = tempfile::tempdir().expect("tempdir");
     let listener = rt::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let port = listener.local_addr().expect("address").port();
-    let config = broker::BrokerConfig::for_tests(data.path().to_owned(), "127.0.0.1", port);
+    let mut config = broker::BrokerConfig::for_tests(data.path().to_owned(), "127.0.0.1", port);
+    config.static_configs = static_configs;
     let broker =
         broker::Broker::start(config, storage::OsDisk::shared(), rt::time::system_clock()).await.expect("starts");
     drop(tokio::spawn(async move { broker.serve(listener).await }));
@@ -220,4 +226,20 @@ async fn an_unreachable_bootstrap_server_is_a_retriable_error() {
     .await
     .expect_err("nothing listens there");
     assert!(error.is_retriable(), "{error}");
+}
+
+#[tokio::test]
+async fn broker_configs_are_described_read_only_with_their_sources() {
+    let static_configs = BTreeMap::from([("log.retention.ms".to_owned(), "1234".to_owned())]);
+    let broker = start_broker_with(static_configs).await;
+    let client = connect(&broker).await;
+    let configs = Admin::new(&client).describe_broker_configs(1).await.expect("describes");
+    let find =
+        |name: &str| configs.iter().find(|config| config.name == name).unwrap_or_else(|| panic!("{name} listed"));
+    let retention = find("log.retention.ms");
+    assert_eq!((retention.value.as_deref(), retention.source), (Some("1234"), ConfigSource::StaticBroker));
+    let partitions = find("num.partitions");
+    assert_eq!((partitions.value.as_deref(), partitions.source), (Some("1"), ConfigSource::Default));
+    assert!(find("log.disk.reserve.bytes").read_only, "broker configs are static");
+    assert!(configs.iter().all(|config| config.name != "retention.ms"), "topic names are not broker configs");
 }

@@ -273,6 +273,100 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     ),
 ];
 
+/// One broker config weir accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct BrokerConfigDef {
+    /// Kafka's name.
+    pub name: &'static str,
+    /// Type.
+    pub config_type: ConfigType,
+    /// Default when nothing sets it.
+    pub default: &'static str,
+    /// Range or choice check.
+    pub validator: Validator,
+    /// One-line description.
+    pub documentation: &'static str,
+}
+
+const fn broker(
+    name: &'static str,
+    config_type: ConfigType,
+    default: &'static str,
+    validator: Validator,
+    documentation: &'static str,
+) -> BrokerConfigDef {
+    BrokerConfigDef { name, config_type, default, validator, documentation }
+}
+
+/// Broker-only configs (topic defaults come from the topic configs' broker synonyms).
+pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
+    broker("node.id", ConfigType::Int, "1", Validator::AtLeast(0), "This node's id."),
+    broker("log.dirs", ConfigType::String, "./weir-data", Validator::Any, "Data directory (one directory)."),
+    broker(
+        "listeners",
+        ConfigType::String,
+        "PLAINTEXT://127.0.0.1:9092",
+        Validator::Any,
+        "Kafka listener, host:port or PLAINTEXT://host:port.",
+    ),
+    broker(
+        "advertised.listeners",
+        ConfigType::String,
+        "",
+        Validator::Any,
+        "Address given to clients; defaults to the listener.",
+    ),
+    broker(
+        "num.partitions",
+        ConfigType::Int,
+        "1",
+        Validator::AtLeast(1),
+        "Partitions of auto-created topics and of CreateTopics without a count.",
+    ),
+    broker(
+        "default.replication.factor",
+        ConfigType::Int,
+        "1",
+        Validator::AtLeast(1),
+        "Replication factor of auto-created topics.",
+    ),
+    broker(
+        "auto.create.topics.enable",
+        ConfigType::Boolean,
+        "true",
+        Validator::Any,
+        "Create topics on first produce or metadata request.",
+    ),
+    broker(
+        "socket.request.max.bytes",
+        ConfigType::Int,
+        "104857600",
+        Validator::AtLeast(1024),
+        "Largest request frame; larger ones close the connection.",
+    ),
+    broker(
+        "log.disk.reserve.bytes",
+        ConfigType::Long,
+        "268435456",
+        Validator::AtLeast(0),
+        "Free space kept on the data disk: produce fails with KAFKA_STORAGE_ERROR before it is used.",
+    ),
+    broker(
+        "log.retention.check.interval.ms",
+        ConfigType::Long,
+        "300000",
+        Validator::AtLeast(1),
+        "How often retention runs.",
+    ),
+    broker(
+        "num.io.threads",
+        ConfigType::Int,
+        "0",
+        Validator::AtLeast(0),
+        "Runtime worker threads; 0 means one per core.",
+    ),
+];
+
 /// A config that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ConfigError {

@@ -24,7 +24,7 @@
 //! ```
 //! use metadata::{image::MetadataImage, record::{MetadataRecord, TopicId}};
 //! let mut image = MetadataImage::default();
-//! image.apply(&MetadataRecord::Topic { name: "orders".into(), topic_id: TopicId([7; 16]) }).unwrap();
+//! image.apply(&MetadataRecord::Topic { name: "orders".into(), topic_id: TopicId([7; 16]) }).expect("a new topic fits");
 //! assert!(image.topic("orders").is_some());
 //! ```
 

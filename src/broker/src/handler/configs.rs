@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use metadata::config::{
-    effective_topic_configs, topic_config, validate_topic_config, ConfigSource, ConfigType, TOPIC_CONFIGS,
+    effective_topic_configs, topic_config, validate_topic_config, ConfigSource, ConfigType, BROKER_CONFIGS,
+    TOPIC_CONFIGS,
 };
 use metadata::record::ConfigResource;
 use protocol::kafka_protocol::messages::alter_configs_request::AlterConfigsRequest;
@@ -90,60 +91,26 @@ fn describe_broker(node: &Node, name: &str) -> Result<Vec<Described>, Refusal> {
     if !name.is_empty() && name != node.config.node_id.0.to_string() {
         return Err((ResponseError::InvalidRequest, format!("this is broker {}, not {name}", node.config.node_id.0)));
     }
-    let config = &node.config;
-    let mut values: BTreeMap<String, (String, ConfigType, &'static str)> = BTreeMap::new();
+    // Every accepted broker config: the broker-only ones, then the topic defaults' synonyms.
+    let mut values: BTreeMap<String, (String, ConfigType, &'static str)> = BROKER_CONFIGS
+        .iter()
+        .map(|definition| {
+            (
+                definition.name.to_owned(),
+                (definition.default.to_owned(), definition.config_type, definition.documentation),
+            )
+        })
+        .collect();
     for definition in TOPIC_CONFIGS {
         if let Some(synonym) = definition.broker_synonym {
-            let _ = values.insert(
-                synonym.to_owned(),
-                (definition.default.to_owned(), definition.config_type, definition.documentation),
-            );
+            let _ = values.entry(synonym.to_owned()).or_insert((
+                definition.default.to_owned(),
+                definition.config_type,
+                definition.documentation,
+            ));
         }
     }
-    let broker_own = [
-        ("node.id", config.node_id.0.to_string(), ConfigType::Int, "This node's id."),
-        ("log.dirs", config.data_dir.display().to_string(), ConfigType::List, "The data directory."),
-        (
-            "advertised.listeners",
-            format!("PLAINTEXT://{}:{}", config.advertised_host, config.advertised_port),
-            ConfigType::List,
-            "Addresses given to clients.",
-        ),
-        ("num.partitions", config.num_partitions.to_string(), ConfigType::Int, "Partitions of auto-created topics."),
-        (
-            "default.replication.factor",
-            config.default_replication_factor.to_string(),
-            ConfigType::Int,
-            "Replication factor of auto-created topics.",
-        ),
-        (
-            "auto.create.topics.enable",
-            config.auto_create_topics_enable.to_string(),
-            ConfigType::Boolean,
-            "Create topics on first produce or metadata request.",
-        ),
-        (
-            "socket.request.max.bytes",
-            config.socket_request_max_bytes.to_string(),
-            ConfigType::Int,
-            "Largest request frame.",
-        ),
-        (
-            "log.disk.reserve.bytes",
-            config.log_disk_reserve_bytes.to_string(),
-            ConfigType::Long,
-            "Free space kept on the data disk; produce fails before it is used.",
-        ),
-        (
-            "log.retention.check.interval.ms",
-            config.log_retention_check_interval_ms.to_string(),
-            ConfigType::Long,
-            "How often retention runs.",
-        ),
-    ];
-    for (key, value, config_type, documentation) in broker_own {
-        let _ = values.insert(key.to_owned(), (value, config_type, documentation));
-    }
+    let config = &node.config;
     Ok(values
         .into_iter()
         .map(|(key, (default_value, config_type, documentation))| {

@@ -102,7 +102,7 @@ async fn append_partition(node: &Arc<Node>, topic: &str, data: PartitionProduceD
     };
     match partition.log.append(BytesMut::from(&records[..]), LeaderEpoch(0), settings.log_append_time, now_ms).await {
         Ok(info) => {
-            partition.appended(record_count, info.log_end_offset);
+            partition.appended(record_count, info.log_end_offset, &settings);
             Appended {
                 response: PartitionProduceResponse::default()
                     .with_index(index)
