@@ -5,7 +5,9 @@
 //!
 //! Partitions 1-4, two or three workload processes (each on its own simulated host; the third,
 //! when present, produces with acks=1), segment size 1-8 KiB, optional time-based rolls,
-//! disk and fsync latency, think time, and the nemesis's pace and mix of faults.
+//! optional topic retention by size (a few segments) and by time (seconds), how often processes
+//! DeleteRecords (never in some seeds), disk and fsync latency, think time, and the nemesis's
+//! pace and mix of faults.
 //!
 //! # Faults (safety phase)
 //!
@@ -30,7 +32,8 @@
 //! * Liveness: after the faults stop, a produce to every partition must be acknowledged within
 //!   [`CONVERGENCE_MS`], and final reads must reach every partition's high watermark within
 //!   [`FINAL_READS_MS`] ("no convergence" otherwise).
-//! * History: `checker::check` finds no anomaly.
+//! * History: `checker::check_with` finds no anomaly (with `retention` set when the topic has
+//!   retention, so that log start offsets may rise beyond what DeleteRecords asked).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -38,6 +41,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use client::admin::Admin;
 use client::consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 use client::producer::Acks;
 use client::{Client, ClientConfig};
@@ -103,6 +107,10 @@ struct Params {
     segment_bytes: u64,
     roll_ms: Option<u64>,
     retention_check_ms: u64,
+    /// Topic `retention.bytes`, if set.
+    retention_bytes: Option<u64>,
+    /// Topic `retention.ms`, if set.
+    retention_ms: Option<u64>,
     reserve_bytes: u64,
     disk_latency_us: u64,
     fsync_latency_us: u64,
@@ -117,6 +125,9 @@ impl Params {
     fn draw(options: &RunOptions) -> Params {
         let mut rng = thread_rng();
         let partitions = rng.gen_range(1..=4);
+        let segment_bytes = rng.gen_range(1_024..=8_192);
+        let retention_bytes = rng.gen_bool(0.3).then(|| segment_bytes * rng.gen_range(2..=6));
+        let retention_ms = rng.gen_bool(0.3).then(|| rng.gen_range(3_000..=30_000));
         // Each fault type is off in about a fifth of the seeds, so the mix varies.
         let weights =
             FAULTS.iter().map(|fault| (*fault, if rng.gen_bool(0.2) { 0 } else { rng.gen_range(1..=10) })).collect();
@@ -125,9 +136,11 @@ impl Params {
             acks_all_processes: rng.gen_range(2..=3),
             acks_one_process: rng.gen_bool(0.7),
             safety_ms: options.safety_ms.unwrap_or_else(|| rng.gen_range(super::SAFETY_MS_MIN..=super::SAFETY_MS_MAX)),
-            segment_bytes: rng.gen_range(1_024..=8_192),
+            segment_bytes,
             roll_ms: rng.gen_bool(0.3).then(|| rng.gen_range(500..=10_000)),
             retention_check_ms: rng.gen_range(100..=2_000),
+            retention_bytes,
+            retention_ms,
             reserve_bytes: if rng.gen_bool(0.5) { 0 } else { rng.gen_range(1..=16_384) },
             disk_latency_us: rng.gen_range(0..=200),
             fsync_latency_us: rng.gen_range(0..=5_000),
@@ -146,6 +159,7 @@ impl Params {
                 max_partition_fetch_bytes: rng.gen_range(64..=4_096),
                 poll_ms_max: rng.gen_range(10..=300),
                 sends_per_op_max: if rng.gen_bool(0.3) { 1 } else { rng.gen_range(2..=8) },
+                delete_percent: if rng.gen_bool(0.3) { 0 } else { rng.gen_range(1..=5) },
             },
         }
     }
@@ -170,6 +184,23 @@ impl Params {
         let mut settings = Settings::default();
         settings.load_flags(&flags).expect("the simulator's broker settings are valid");
         settings
+    }
+
+    /// The topic's configs.
+    fn topic_configs(&self) -> Vec<(String, String)> {
+        let mut configs = Vec::new();
+        if let Some(bytes) = self.retention_bytes {
+            configs.push(("retention.bytes".to_owned(), bytes.to_string()));
+        }
+        if let Some(ms) = self.retention_ms {
+            configs.push(("retention.ms".to_owned(), ms.to_string()));
+        }
+        configs
+    }
+
+    /// Whether the broker may delete records by itself.
+    fn retention(&self) -> bool {
+        self.retention_bytes.is_some() || self.retention_ms.is_some()
     }
 }
 
@@ -245,7 +276,6 @@ struct Nemesis {
     trace: Trace,
     windows: Arc<Windows>,
     counts: BTreeMap<&'static str, u64>,
-    workarounds: bool,
 }
 
 impl Nemesis {
@@ -469,7 +499,7 @@ async fn create_topic(recorder: &Arc<Recorder>, params: &Params) -> Result<(), S
                 name: TOPIC.to_owned(),
                 num_partitions: params.partitions as i32,
                 replication_factor: 1,
-                configs: Vec::new(),
+                configs: params.topic_configs(),
             };
             admin.create_topics(&[topic], false).await.map_err(|error| error.to_string())?;
             Ok::<(), String>(())
@@ -512,8 +542,8 @@ async fn probe(recorder: Arc<Recorder>, workload: WorkloadConfig) -> Result<(), 
     Ok(())
 }
 
-/// Final reads: from offset 0 of every partition until each position reaches the partition's
-/// high watermark.
+/// Final reads: from the log start offset of every partition until each position reaches the
+/// partition's high watermark.
 async fn final_reads(recorder: Arc<Recorder>, workload: WorkloadConfig) -> Result<(), String> {
     let started = recorder.trace.now_ms();
     let config = ClientConfig {
@@ -533,12 +563,22 @@ async fn final_reads(recorder: Arc<Recorder>, workload: WorkloadConfig) -> Resul
     };
     let consumer_config =
         ConsumerConfig { fetch_max_wait_ms: 100, auto_offset_reset: OffsetReset::None, ..ConsumerConfig::default() };
+    let admin = Admin::new(&client);
     let mut consumer = Consumer::new(client, consumer_config).map_err(|error| error.to_string())?;
     let partitions: Vec<TopicPartition> =
         (0..workload.partitions).map(|key| TopicPartition::new(TOPIC, key as i32)).collect();
     consumer.assign(partitions.clone());
-    for partition in &partitions {
-        consumer.seek(partition, SeekTo::Offset(Offset(0))).await.map_err(|error| error.to_string())?;
+    for (key, partition) in partitions.iter().enumerate() {
+        let log_start_offset = loop {
+            if let Some(offset) = workload::observe_log_start(&admin, &recorder, FINAL_PROCESS, key as u32).await {
+                break offset;
+            }
+            if recorder.trace.now_ms() >= started + FINAL_READS_MS {
+                return Err(format!("no convergence: final reads could not list the log start offset of {partition}"));
+            }
+            madsim::time::sleep(Duration::from_millis(200)).await;
+        };
+        consumer.seek(partition, SeekTo::Offset(Offset(log_start_offset))).await.map_err(|error| error.to_string())?;
     }
     let now = recorder.trace.now_ms();
     recorder.record(Op {
@@ -614,9 +654,22 @@ async fn final_reads(recorder: Arc<Recorder>, workload: WorkloadConfig) -> Resul
             }
             Err(error) => {
                 recorder.trace.event(format!("final poll error: {error}"));
-                if let client::ClientError::OffsetOutOfRange { .. } | client::ClientError::CorruptRecords { .. } = error
-                {
-                    return Err(format!("final reads failed: {error}"));
+                match &error {
+                    // Retention may still delete while the final reads run.
+                    client::ClientError::OffsetOutOfRange { topic_partition, offset } => {
+                        workload::move_past_deleted(
+                            &mut consumer,
+                            &admin,
+                            &recorder,
+                            FINAL_PROCESS,
+                            topic_partition,
+                            *offset,
+                        )
+                        .await
+                        .map_err(|failure| format!("final reads failed: {failure}"))?;
+                    }
+                    client::ClientError::CorruptRecords { .. } => return Err(format!("final reads failed: {error}")),
+                    _ => {}
                 }
             }
         }
@@ -629,7 +682,7 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
     let params = Arc::new(Params::draw(options));
     let weights: Vec<String> = params.weights.iter().map(|(fault, weight)| format!("{fault:?}={weight}")).collect();
     trace.event(format!(
-        "params: partitions {} processes {}+{} safety {} ms segment {} B roll {:?} retention-check {} ms reserve {} B disk {} us fsync {} us clock {} ms {} ppm nemesis every ~{} ms [{}] {:?}",
+        "params: partitions {} processes {}+{} safety {} ms segment {} B roll {:?} retention-check {} ms retention {:?} B {:?} ms reserve {} B disk {} us fsync {} us clock {} ms {} ppm nemesis every ~{} ms [{}] {:?}",
         params.partitions,
         params.acks_all_processes,
         u8::from(params.acks_one_process),
@@ -637,6 +690,8 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         params.segment_bytes,
         params.roll_ms,
         params.retention_check_ms,
+        params.retention_bytes,
+        params.retention_ms,
         params.reserve_bytes,
         params.disk_latency_us,
         params.fsync_latency_us,
@@ -711,7 +766,6 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         trace: trace.clone(),
         windows: Arc::new(Windows::default()),
         counts: BTreeMap::new(),
-        workarounds: options.workarounds,
     };
     let fault_counts = nemesis.run(safety_end).await;
 
@@ -744,7 +798,7 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
 
     // History checks.
     let history = recorder.history();
-    let report = checker::check(&history);
+    let report = checker::check_with(&history, checker::CheckOptions { retention: params.retention() });
     for (name, instances) in &report.anomalies {
         for instance in instances {
             failures.push(format!("{name}: {instance}"));
@@ -757,13 +811,17 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
             Operation::Send { durable: true, .. } => "send",
             Operation::Send { durable: false, .. } => "send1",
             Operation::Poll { .. } => "poll",
+            Operation::DeleteRecords { .. } => "delete",
+            Operation::LogStart { .. } => "log-start",
             Operation::Reposition => continue,
         };
         *outcomes.entry(format!("{kind}:{:?}", op.outcome)).or_default() += 1;
     }
     let summary = format!(
-        "ops {outcomes:?} acknowledged {} offsets-observed {} faults {fault_counts:?} incarnations {} disk-syncs {}",
+        "ops {outcomes:?} acknowledged {} deleted-unread {} log-start {:?} offsets-observed {} faults {fault_counts:?} incarnations {} disk-syncs {}",
         report.acknowledged,
+        report.trimmed,
+        report.trim_points.values().collect::<Vec<_>>(),
         report.observed_offsets,
         server.incarnations.load(Ordering::SeqCst),
         disk.syncs()

@@ -10,14 +10,20 @@
 //! legitimately write a record twice, which the checker would report as a duplicate.
 //!
 //! Consumers use manual assignment and never reset their position silently
-//! (`auto_offset_reset = None`): an out-of-range position is a lost committed record and is
-//! reported.
+//! (`auto_offset_reset = None`). An out-of-range position is legitimate only below the log
+//! start offset (DeleteRecords or retention removed the records): the process then observes
+//! the log start offset, records it, and moves there. A position at or above the log start
+//! offset that is out of range is a lost committed record and is reported.
+//!
+//! Processes also delete: DeleteRecords below an offset they have read (so never past the high
+//! watermark), recorded with the log start offset the broker returned.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use client::admin::{Admin, OffsetSpec};
 use client::consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 use client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
 use client::{Client, ClientConfig, ClientError, ProduceError};
@@ -103,6 +109,8 @@ pub struct WorkloadConfig {
     pub poll_ms_max: u64,
     /// Upper bound of the records one send operation sends at once.
     pub sends_per_op_max: u32,
+    /// Percent of operations that are DeleteRecords.
+    pub delete_percent: u32,
 }
 
 /// Whether a broker error code means the record certainly was not written.
@@ -117,7 +125,8 @@ pub fn classify_code(error: ResponseError) -> Outcome {
     }
 }
 
-fn classify_client_error(error: &ClientError) -> Outcome {
+/// The outcome of an admin or consumer request that failed.
+pub fn classify_client_error(error: &ClientError) -> Outcome {
     match error {
         ClientError::Broker { error, .. } => classify_code(*error),
         _ => Outcome::Info,
@@ -148,6 +157,7 @@ pub struct Process {
     config: WorkloadConfig,
     producer: Producer,
     consumer: Consumer,
+    admin: Admin,
     /// Highest offset this process has polled per key (for repositions).
     polled_max: BTreeMap<u32, i64>,
 }
@@ -194,8 +204,10 @@ impl Process {
             auto_offset_reset: OffsetReset::None,
             ..ConsumerConfig::default()
         };
+        let admin = Admin::new(&client);
         let consumer = Consumer::new(client, consumer_config).expect("valid consumer config");
-        let mut process = Process { id, acks, recorder, config, producer, consumer, polled_max: BTreeMap::new() };
+        let mut process =
+            Process { id, acks, recorder, config, producer, consumer, admin, polled_max: BTreeMap::new() };
         process.reposition(true).await;
         Some(process)
     }
@@ -204,8 +216,9 @@ impl Process {
         self.recorder.trace.now_ms()
     }
 
-    /// Assigns every partition and seeks each to the beginning (`to_start`) or to a random
-    /// offset this process has already read (so never past the high watermark).
+    /// Assigns every partition and seeks each to the log start offset (`to_start`, or 0 if it
+    /// cannot be listed) or to a random offset this process has already read (so never past
+    /// the high watermark, but perhaps below the log start offset).
     pub async fn reposition(&mut self, to_start: bool) {
         let partitions: Vec<TopicPartition> =
             (0..self.config.partitions).map(|key| TopicPartition::new(TOPIC, key as i32)).collect();
@@ -213,7 +226,11 @@ impl Process {
         let mut positions = Vec::with_capacity(partitions.len());
         for (key, partition) in partitions.iter().enumerate() {
             let highest = self.polled_max.get(&(key as u32)).copied().unwrap_or(-1);
-            let position = if to_start || highest < 0 { 0 } else { thread_rng().gen_range(0..=highest + 1) };
+            let position = if to_start || highest < 0 {
+                observe_log_start(&self.admin, &self.recorder, self.id, key as u32).await.unwrap_or(0)
+            } else {
+                thread_rng().gen_range(0..=highest + 1)
+            };
             positions.push(position);
             // An explicit offset needs no request, so this cannot fail.
             if let Err(error) = self.consumer.seek(partition, SeekTo::Offset(Offset(position))).await {
@@ -228,6 +245,39 @@ impl Process {
             complete_ms: now,
             operation: Operation::Reposition,
             outcome: Outcome::Ok,
+        });
+    }
+
+    /// DeleteRecords on a random key below a random offset this process has read, and records
+    /// the outcome. Does nothing if the process has read nothing yet.
+    pub async fn delete_records(&mut self) {
+        let key = thread_rng().gen_range(0..self.config.partitions);
+        let Some(highest) = self.polled_max.get(&key).copied() else { return };
+        let before = thread_rng().gen_range(0..=highest + 1);
+        let topic_partition = TopicPartition::new(TOPIC, key as i32);
+        let invoke_ms = self.now_ms();
+        self.recorder.trace.event(format!("p{} delete k{key} before {before}", self.id));
+        let result = self.admin.delete_records(&topic_partition, Offset(before)).await;
+        let complete_ms = self.now_ms();
+        let (log_start_offset, outcome) = match result {
+            Ok(offset) => {
+                self.recorder
+                    .trace
+                    .event(format!("p{} delete k{key} before {before} ok: log start {}", self.id, offset.0));
+                (Some(offset.0), Outcome::Ok)
+            }
+            Err(error) => {
+                let outcome = classify_client_error(&error);
+                self.recorder.trace.event(format!("p{} delete k{key} before {before} {outcome:?}: {error}", self.id));
+                (None, outcome)
+            }
+        };
+        self.recorder.record(Op {
+            process: self.id,
+            invoke_ms,
+            complete_ms,
+            operation: Operation::DeleteRecords { key, before, log_start_offset },
+            outcome,
         });
     }
 
@@ -335,13 +385,22 @@ impl Process {
                 self.recorder.trace.event(format!("p{} poll error: {error}", self.id));
                 match &error {
                     ClientError::OffsetOutOfRange { topic_partition, offset } => {
-                        // Positions come only from records read below the high watermark, which
-                        // is durable: the log lost committed records.
-                        self.recorder.fail(format!(
-                            "p{} position {offset} of {topic_partition} is out of range (committed records lost?)",
-                            self.id
-                        ));
-                        self.reposition(true).await;
+                        match move_past_deleted(
+                            &mut self.consumer,
+                            &self.admin,
+                            &self.recorder,
+                            self.id,
+                            topic_partition,
+                            *offset,
+                        )
+                        .await
+                        {
+                            Ok(()) => {}
+                            Err(failure) => {
+                                self.recorder.fail(failure);
+                                self.reposition(true).await;
+                            }
+                        }
                     }
                     ClientError::CorruptRecords { .. } => {
                         self.recorder.fail(format!("p{} fetched corrupt records: {error}", self.id))
@@ -375,6 +434,69 @@ impl Process {
     }
 }
 
+/// Lists the log start offset of `key` and records the observation. `None` if the request
+/// failed.
+pub async fn observe_log_start(admin: &Admin, recorder: &Recorder, process: u64, key: u32) -> Option<i64> {
+    let invoke_ms = recorder.trace.now_ms();
+    match admin.list_offsets(&TopicPartition::new(TOPIC, key as i32), OffsetSpec::Earliest).await {
+        Ok((offset, _)) => {
+            let complete_ms = recorder.trace.now_ms();
+            recorder.record(Op {
+                process,
+                invoke_ms,
+                complete_ms,
+                operation: Operation::LogStart { key, offset: offset.0 },
+                outcome: Outcome::Ok,
+            });
+            Some(offset.0)
+        }
+        Err(error) => {
+            recorder.trace.event(format!("p{process} list log start of k{key} failed: {error}"));
+            None
+        }
+    }
+}
+
+/// Handles an out-of-range `position` of a consumer: legitimate if the records there were
+/// deleted (the position is below the log start offset), and the consumer moves to the log
+/// start offset (a reposition). Leaves the position for the next poll to retry if the log
+/// start offset cannot be listed.
+///
+/// # Errors
+/// A description of the failure if the position is at or above the log start offset: the log
+/// lost records the consumer had reason to expect.
+pub async fn move_past_deleted(
+    consumer: &mut Consumer,
+    admin: &Admin,
+    recorder: &Recorder,
+    process: u64,
+    topic_partition: &TopicPartition,
+    position: Offset,
+) -> Result<(), String> {
+    let key = u32::try_from(topic_partition.partition.0).unwrap_or(u32::MAX);
+    let Some(log_start_offset) = observe_log_start(admin, recorder, process, key).await else { return Ok(()) };
+    if position.0 >= log_start_offset {
+        return Err(format!(
+            "p{process} position {} of {topic_partition} is out of range but not below the log start offset {log_start_offset} (committed records lost?)", position.0
+        ));
+    }
+    // An explicit offset needs no request, so this cannot fail.
+    consumer
+        .seek(topic_partition, SeekTo::Offset(Offset(log_start_offset)))
+        .await
+        .map_err(|error| format!("p{process} seek to an explicit offset failed: {error}"))?;
+    let now = recorder.trace.now_ms();
+    recorder.trace.event(format!("p{process} k{key} position {} was deleted; moved to {log_start_offset}", position.0));
+    recorder.record(Op {
+        process,
+        invoke_ms: now,
+        complete_ms: now,
+        operation: Operation::Reposition,
+        outcome: Outcome::Ok,
+    });
+    Ok(())
+}
+
 /// A workload process's life: connect, then send/poll/reposition until `stop` is set.
 pub async fn run_process(id: u64, acks: Acks, recorder: Arc<Recorder>, config: WorkloadConfig, stop: Arc<AtomicBool>) {
     let Some(mut process) = Process::connect(id, acks, Arc::clone(&recorder), config.clone(), &stop).await else {
@@ -399,6 +521,8 @@ pub async fn run_process(id: u64, acks: Acks, recorder: Arc<Recorder>, config: W
         } else if roll < config.send_percent + 2 {
             let to_start = thread_rng().gen_bool(0.5);
             process.reposition(to_start).await;
+        } else if roll < config.send_percent + 2 + config.delete_percent {
+            process.delete_records().await;
         } else {
             let timeout = Duration::from_millis(thread_rng().gen_range(10..=config.poll_ms_max.max(10)));
             let _ = process.poll(timeout).await;

@@ -423,7 +423,9 @@ impl PartitionLog {
         if offset <= log_start_offset {
             return Ok(log_start_offset);
         }
-        checkpoint::write_checkpoint(&self.disk, &self.dir, offset).await?;
+        if !planted_log_start_not_durable() {
+            checkpoint::write_checkpoint(&self.disk, &self.dir, offset).await?;
+        }
         let count = {
             let mut state = self.state_mut();
             state.log_start_offset = offset;
@@ -664,5 +666,19 @@ impl PartitionLog {
         }
         self.space.release(freed_bytes);
         Ok(())
+    }
+}
+
+/// Planted bug "log-start-not-durable": DeleteRecords raises the log start offset in memory
+/// only, so a crash brings deleted records back. Only with the `planted-bugs` feature and
+/// `WEIR_PLANTED_BUG=log-start-not-durable`; the simulator's deletion checks must catch it.
+fn planted_log_start_not_durable() -> bool {
+    #[cfg(feature = "planted-bugs")]
+    {
+        std::env::var("WEIR_PLANTED_BUG").is_ok_and(|bug| bug == "log-start-not-durable")
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    {
+        false
     }
 }
