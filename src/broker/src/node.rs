@@ -10,10 +10,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use metadata::config::{effective_topic_configs, TopicSettings};
 use metadata::image::MetadataImage;
-use metadata::record::{ConfigResource, MetadataRecord, TopicId};
+use metadata::record::{decode_batch, encode_batch, ConfigResource, MetadataRecord, TopicId};
 use protocol::ids::{LeaderEpoch, NodeId, Offset, PartitionEpoch, TopicPartition};
 use rt::sync::{watch, Mutex};
 use rt::time::SharedClock;
@@ -30,7 +30,7 @@ const METADATA_LOG_FILE: &str = "metadata.log";
 const META_PROPERTIES_FILE: &str = "meta.properties";
 const PARTITION_METADATA_FILE: &str = "partition.metadata";
 /// Records in one metadata-log entry; a topic creation writes one record per partition.
-pub const METADATA_ENTRY_RECORDS_MAX: usize = 100_001;
+pub const METADATA_ENTRY_RECORDS_MAX: usize = metadata::record::BATCH_RECORDS_MAX;
 /// Producer ids taken per metadata record (Kafka's block size).
 pub const PRODUCER_ID_BLOCK_SIZE: i32 = 1000;
 /// Most partitions one topic may have.
@@ -63,41 +63,6 @@ pub struct Node {
 
 fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BrokerError + 'a {
     move |source| BrokerError::Io { operation, path: path.to_owned(), source }
-}
-
-/// Encodes one metadata-log entry: `count: u32`, then `length: u32` + record per record.
-fn encode_entry(records: &[MetadataRecord]) -> Vec<u8> {
-    let mut entry = BytesMut::new();
-    entry.put_u32(records.len() as u32);
-    for record in records {
-        let encoded = record.encode();
-        entry.put_u32(encoded.len() as u32);
-        entry.put_slice(&encoded);
-    }
-    entry.to_vec()
-}
-
-fn decode_entry(mut entry: Bytes) -> Result<Vec<MetadataRecord>, BrokerError> {
-    let truncated = || BrokerError::MetadataDecode(metadata::record::DecodeError::Truncated);
-    if entry.remaining() < 4 {
-        return Err(truncated());
-    }
-    let count = entry.get_u32() as usize;
-    if count > METADATA_ENTRY_RECORDS_MAX {
-        return Err(truncated());
-    }
-    let mut records = Vec::with_capacity(count);
-    for _ in 0..count {
-        if entry.remaining() < 4 {
-            return Err(truncated());
-        }
-        let length = entry.get_u32() as usize;
-        if entry.remaining() < length {
-            return Err(truncated());
-        }
-        records.push(MetadataRecord::decode(&entry.split_to(length))?);
-    }
-    Ok(records)
 }
 
 /// A new random topic id (UUID version 4 layout).
@@ -148,7 +113,7 @@ impl Node {
         let (metadata_log, entries) = RecordLog::open(Arc::clone(&disk), metadata_dir.join(METADATA_LOG_FILE)).await?;
         let mut image = MetadataImage::default();
         for entry in entries {
-            for record in decode_entry(entry)? {
+            for record in decode_batch(&entry).map_err(BrokerError::MetadataDecode)? {
                 image.apply(&record)?;
             }
         }
@@ -273,7 +238,7 @@ impl Node {
         for record in &records {
             next.apply(record)?;
         }
-        log.append(&encode_entry(&records)).await?;
+        log.append(&encode_batch(&records)).await?;
         let next = Arc::new(next);
         *self.image.write().expect("image lock is never poisoned") = Arc::clone(&next);
         Ok(next)
@@ -535,19 +500,6 @@ impl Node {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn metadata_entries_round_trip_and_refuse_truncation() {
-        let records = vec![
-            MetadataRecord::Topic { name: "t".into(), topic_id: TopicId([3; 16]) },
-            MetadataRecord::RemoveTopic { topic_id: TopicId([3; 16]) },
-        ];
-        let entry = Bytes::from(encode_entry(&records));
-        assert_eq!(decode_entry(entry.clone()).expect("decodes"), records);
-        for cut in 0..entry.len() {
-            assert!(decode_entry(entry.slice(..cut)).is_err(), "cut {cut}");
-        }
-    }
 
     #[test]
     fn cluster_ids_look_like_kafkas() {

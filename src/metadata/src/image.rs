@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use protocol::ids::{LeaderEpoch, NodeId, PartitionEpoch};
 
-use crate::record::{ConfigResource, MetadataRecord, TopicId};
+use crate::record::{ConfigResource, DecodeError, MetadataRecord, TopicId};
 
 /// A registered broker.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +86,26 @@ pub enum ApplyError {
     },
 }
 
+/// The snapshot format's version byte.
+const SNAPSHOT_VERSION_0: u8 = 0;
+
+/// Why a snapshot could not be loaded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SnapshotError {
+    /// The bytes did not decode.
+    #[error("metadata snapshot does not decode: {0}")]
+    Decode(DecodeError),
+    /// An unknown format version.
+    #[error("metadata snapshot has unknown version {version}")]
+    UnknownVersion {
+        /// The version byte.
+        version: u8,
+    },
+    /// The records did not fit together.
+    #[error("metadata snapshot records do not fit: {0}")]
+    Apply(ApplyError),
+}
+
 /// All cluster metadata, as of the last applied record.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MetadataImage {
@@ -100,6 +120,72 @@ pub struct MetadataImage {
 }
 
 impl MetadataImage {
+    /// Encodes the whole image as a snapshot: a version byte, `records_applied: u64`,
+    /// `next_producer_id: i64`, then a record batch (`record::encode_batch`) that rebuilds the
+    /// brokers, topics, partitions and configs.
+    pub fn to_snapshot(&self) -> Vec<u8> {
+        let mut records = Vec::new();
+        for broker in self.brokers.values() {
+            records.push(MetadataRecord::RegisterBroker {
+                broker_id: broker.broker_id,
+                broker_epoch: broker.broker_epoch,
+                host: broker.host.clone(),
+                port: broker.port,
+                rack: broker.rack.clone(),
+            });
+        }
+        for topic in self.topics.values() {
+            records.push(MetadataRecord::Topic { name: topic.name.clone(), topic_id: topic.topic_id });
+            for (partition, state) in &topic.partitions {
+                records.push(MetadataRecord::Partition {
+                    topic_id: topic.topic_id,
+                    partition: *partition,
+                    replicas: state.replicas.clone(),
+                    isr: state.isr.clone(),
+                    leader: state.leader,
+                    leader_epoch: state.leader_epoch,
+                    partition_epoch: state.partition_epoch,
+                });
+            }
+        }
+        for (resource, configs) in &self.configs {
+            for (name, value) in configs {
+                records.push(MetadataRecord::Config {
+                    resource: resource.clone(),
+                    name: name.clone(),
+                    value: Some(value.clone()),
+                });
+            }
+        }
+        let mut bytes = vec![SNAPSHOT_VERSION_0];
+        bytes.extend_from_slice(&self.records_applied.to_be_bytes());
+        bytes.extend_from_slice(&self.next_producer_id.to_be_bytes());
+        bytes.extend_from_slice(&crate::record::encode_batch(&records));
+        bytes
+    }
+
+    /// Rebuilds an image from [`MetadataImage::to_snapshot`]'s bytes.
+    ///
+    /// # Errors
+    /// [`SnapshotError`] if the bytes do not decode or the records do not fit together.
+    pub fn from_snapshot(bytes: &[u8]) -> Result<MetadataImage, SnapshotError> {
+        let (version, rest) = bytes.split_first().ok_or(SnapshotError::Decode(DecodeError::Truncated))?;
+        if *version != SNAPSHOT_VERSION_0 {
+            return Err(SnapshotError::UnknownVersion { version: *version });
+        }
+        let (records_applied, rest) =
+            rest.split_first_chunk::<8>().ok_or(SnapshotError::Decode(DecodeError::Truncated))?;
+        let (next_producer_id, rest) =
+            rest.split_first_chunk::<8>().ok_or(SnapshotError::Decode(DecodeError::Truncated))?;
+        let records = crate::record::decode_batch_bounded(rest, usize::MAX).map_err(SnapshotError::Decode)?;
+        let mut image = MetadataImage::default();
+        for record in &records {
+            image.apply(record).map_err(SnapshotError::Apply)?;
+        }
+        image.records_applied = u64::from_be_bytes(*records_applied);
+        image.next_producer_id = i64::from_be_bytes(*next_producer_id);
+        Ok(image)
+    }
     /// Applies one record.
     ///
     /// # Errors
@@ -274,5 +360,45 @@ mod tests {
         assert!(matches!(image.apply(&partition(9, 0)), Err(ApplyError::UnknownTopic { .. })));
         assert!(matches!(image.apply(&partition(1, 3)), Err(ApplyError::PartitionGap { .. })));
         assert_eq!(image, before);
+    }
+
+    #[test]
+    fn an_image_round_trips_through_a_snapshot() {
+        let mut image = MetadataImage::default();
+        let topic_id = TopicId([9; 16]);
+        let records = [
+            MetadataRecord::RegisterBroker {
+                broker_id: NodeId(1),
+                broker_epoch: 4,
+                host: "h".into(),
+                port: 9092,
+                rack: None,
+            },
+            MetadataRecord::Topic { name: "t".into(), topic_id },
+            MetadataRecord::Partition {
+                topic_id,
+                partition: 0,
+                replicas: vec![NodeId(1)],
+                isr: vec![NodeId(1)],
+                leader: NodeId(1),
+                leader_epoch: LeaderEpoch(2),
+                partition_epoch: PartitionEpoch(3),
+            },
+            MetadataRecord::Config {
+                resource: ConfigResource::Topic("t".into()),
+                name: "retention.ms".into(),
+                value: Some("5".into()),
+            },
+            MetadataRecord::AllocateProducerIds { broker_id: NodeId(1), first_producer_id: 0, count: 1000 },
+        ];
+        for record in &records {
+            image.apply(record).expect("fits");
+        }
+        let restored = MetadataImage::from_snapshot(&image.to_snapshot()).expect("restores");
+        assert_eq!(restored, image);
+        let bytes = image.to_snapshot();
+        for length in 0..bytes.len() {
+            assert!(MetadataImage::from_snapshot(&bytes[..length]).is_err(), "prefix of {length} bytes");
+        }
     }
 }

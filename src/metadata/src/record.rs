@@ -430,3 +430,81 @@ mod tests {
         assert_eq!(MetadataRecord::decode(&[2, 1]), Err(DecodeError::UnknownVersion { record_type: 2, version: 1 }));
     }
 }
+
+/// Most records one metadata-log entry (a batch) may hold; a topic creation writes one record
+/// per partition.
+pub const BATCH_RECORDS_MAX: usize = 100_001;
+
+/// Encodes records as one metadata-log entry: `count: u32`, then `length: u32` + record per
+/// record (all big-endian). An entry is applied whole or not at all.
+pub fn encode_batch(records: &[MetadataRecord]) -> Vec<u8> {
+    let mut entry = Vec::new();
+    entry.extend_from_slice(&(records.len() as u32).to_be_bytes());
+    for record in records {
+        let encoded = record.encode();
+        entry.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
+        entry.extend_from_slice(&encoded);
+    }
+    entry
+}
+
+/// Decodes an entry written by [`encode_batch`], allowing up to `records_max` records.
+///
+/// # Errors
+/// [`DecodeError::Truncated`] for a short or over-long entry, [`DecodeError::TrailingBytes`],
+/// [`DecodeError::ListTooLong`] for a count above `records_max`, and any record's own error.
+pub fn decode_batch_bounded(bytes: &[u8], records_max: usize) -> Result<Vec<MetadataRecord>, DecodeError> {
+    fn take_u32(bytes: &mut &[u8]) -> Result<u32, DecodeError> {
+        let (head, rest) = bytes.split_first_chunk::<4>().ok_or(DecodeError::Truncated)?;
+        *bytes = rest;
+        Ok(u32::from_be_bytes(*head))
+    }
+    let mut rest = bytes;
+    let count = take_u32(&mut rest)?;
+    // Every record takes at least its 4-byte length: a count the input cannot hold is refused
+    // before anything is allocated for it.
+    if count as usize > records_max || count as usize > rest.len() / 4 {
+        return Err(DecodeError::ListTooLong { count });
+    }
+    let mut records = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        let length = take_u32(&mut rest)? as usize;
+        if rest.len() < length {
+            return Err(DecodeError::Truncated);
+        }
+        let (record, tail) = rest.split_at(length);
+        records.push(MetadataRecord::decode(record)?);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(DecodeError::TrailingBytes { remaining: rest.len() });
+    }
+    Ok(records)
+}
+
+/// Decodes an entry of at most [`BATCH_RECORDS_MAX`] records.
+///
+/// # Errors
+/// See [`decode_batch_bounded`].
+pub fn decode_batch(bytes: &[u8]) -> Result<Vec<MetadataRecord>, DecodeError> {
+    decode_batch_bounded(bytes, BATCH_RECORDS_MAX)
+}
+
+#[cfg(test)]
+mod batch_tests {
+    use super::*;
+
+    #[test]
+    fn batches_round_trip_and_every_prefix_is_refused() {
+        let records = vec![
+            MetadataRecord::Topic { name: "orders".into(), topic_id: TopicId([3; 16]) },
+            MetadataRecord::RemoveTopic { topic_id: TopicId([3; 16]) },
+        ];
+        let bytes = encode_batch(&records);
+        assert_eq!(decode_batch(&bytes), Ok(records));
+        for length in 0..bytes.len() {
+            assert!(decode_batch(&bytes[..length]).is_err(), "prefix of {length} bytes");
+        }
+        assert_eq!(decode_batch(&[0xff, 0xff, 0xff, 0xff]), Err(DecodeError::ListTooLong { count: u32::MAX }));
+    }
+}
