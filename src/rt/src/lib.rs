@@ -62,6 +62,25 @@ pub mod signal {
     }
 }
 
+/// Waits on several futures at once and runs the branch of the first to complete (the
+/// runtime's `select!`).
+pub use tokio::select;
+
+/// Dedicated OS threads, for the one dependency that must own a thread: raft-engine (blocking
+/// file I/O and thread-local caches). Under madsim the runtime must allow system threads.
+pub mod thread {
+    /// Starts a named OS thread running `work`.
+    ///
+    /// # Errors
+    /// The OS refused to create the thread.
+    pub fn spawn<F>(name: String, work: F) -> std::io::Result<std::thread::JoinHandle<()>>
+    where
+        F: FnOnce() + Send + 'static,
+    {
+        std::thread::Builder::new().name(name).spawn(work)
+    }
+}
+
 pub mod net {
     pub use tokio::net::{TcpListener, TcpStream, ToSocketAddrs};
 }

@@ -106,6 +106,13 @@ pub enum StorageError {
         /// Largest accepted value.
         max: i64,
     },
+    /// The controller's Raft log store (raft-engine) failed: an I/O error, corruption it
+    /// could not tolerate, or its storage thread is gone.
+    #[error("raft log store: {detail}")]
+    RaftLog {
+        /// What went wrong.
+        detail: String,
+    },
     /// The partition log was deleted; no operation is possible any more.
     #[error("partition log {} was deleted", dir.display())]
     LogDeleted {

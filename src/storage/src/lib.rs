@@ -92,6 +92,7 @@ pub mod error;
 mod index;
 pub mod limits;
 mod log;
+pub mod raft_log;
 pub mod record_log;
 mod segment;
 pub mod space;
