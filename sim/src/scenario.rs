@@ -1,4 +1,8 @@
-//! Scenarios: whole simulated runs of weir nodes and workload clients under a nemesis, ending
+//! Scenarios:
+//! * `controller_quorum` ([`controller_quorum`]): three or five controllers (raft-rs with its
+//!   log in raft-engine on a crash-faulting file system) crashed, paused and partitioned while
+//!   the leader proposes metadata; one leader per term, identical applied logs, acknowledged
+//!   proposals kept, and convergence after the faults stop. whole simulated runs of weir nodes and workload clients under a nemesis, ending
 //! with the history checker.
 //!
 //! A run is determined by (scenario, seed, commit). [`run`] builds a fresh madsim runtime from
@@ -7,6 +11,10 @@
 //! determinism checks, and the kept trace events.
 //!
 //! Scenarios:
+//! * `controller_quorum` ([`controller_quorum`]): three or five controllers (raft-rs with its
+//!   log in raft-engine on a crash-faulting file system) crashed, paused and partitioned while
+//!   the leader proposes metadata; one leader per term, identical applied logs, acknowledged
+//!   proposals kept, and convergence after the faults stop.
 //! * `single_node_durability` ([`single_node_durability`]): one node on a `SimDisk` crashed,
 //!   paused, restarted, starved of disk space, partitioned from clients and clock-stepped while
 //!   acks=all and acks=1 producers and assigned consumers record a history; then faults stop,
@@ -16,6 +24,8 @@
 //! The madsim-specific code exists only under `--cfg madsim`; a normal build has the types and
 //! a [`run`] that reports that the simulator is not compiled in.
 
+#[cfg(madsim)]
+pub mod controller_quorum;
 #[cfg(madsim)]
 pub mod single_node_durability;
 #[cfg(madsim)]
@@ -27,7 +37,7 @@ pub const SAFETY_MS_MIN: u64 = 20_000;
 pub const SAFETY_MS_MAX: u64 = 40_000;
 
 /// Every scenario name [`run`] accepts.
-pub const SCENARIOS: &[&str] = &["single_node_durability"];
+pub const SCENARIOS: &[&str] = &["single_node_durability", "controller_quorum"];
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -128,6 +138,12 @@ fn run_sim(options: &RunOptions) -> (RunResult, Vec<String>) {
                 std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
                     let mut runtime =
                         madsim::runtime::Runtime::with_seed_and_config(options.seed, madsim::Config::default());
+                    // raft-engine runs on a thread of its own per controller (and spawns
+                    // recovery and metrics threads). Allowing system threads costs madsim's
+                    // deadlock panic; the runner's wall-clock watchdog covers that.
+                    if options.scenario == "controller_quorum" {
+                        runtime.set_allow_system_thread(true);
+                    }
                     // Every phase has its own deadline; this catches a run whose simulated time runs
                     // away anyway (the runner's wall-clock watchdog catches one that stops advancing).
                     runtime.set_time_limit(std::time::Duration::from_millis(
@@ -137,7 +153,10 @@ fn run_sim(options: &RunOptions) -> (RunResult, Vec<String>) {
                         let trace = Trace::new(options.verbose);
                         *slot.lock().expect("slot lock") = Some(trace.clone());
                         trace.event(format!("scenario {} seed {}", options.scenario, options.seed));
-                        single_node_durability::run(trace, &options).await
+                        match options.scenario.as_str() {
+                            "controller_quorum" => controller_quorum::run(trace, &options).await,
+                            _ => single_node_durability::run(trace, &options).await,
+                        }
                     })
                 }))
             });

@@ -286,8 +286,23 @@ fn apply_write<F: FileSystem + 'static>(engine: &OpenedEngine<F>, write: RaftWri
     if batch.is_empty() {
         return Ok(());
     }
-    let _ = engine.write(&mut batch, true).map_err(engine_error("write"))?;
+    let sync = !planted_raft_log_no_fsync();
+    let _ = engine.write(&mut batch, sync).map_err(engine_error("write"))?;
     Ok(())
+}
+
+/// Planted bug "raft-log-no-fsync": the controller's Raft log is written without fsync, so a
+/// power failure can take back votes and entries other controllers counted on. Only with the
+/// `planted-bugs` feature and `WEIR_PLANTED_BUG=raft-log-no-fsync`.
+fn planted_raft_log_no_fsync() -> bool {
+    #[cfg(feature = "planted-bugs")]
+    {
+        std::env::var("WEIR_PLANTED_BUG").is_ok_and(|bug| bug == "raft-log-no-fsync")
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    {
+        false
+    }
 }
 
 #[cfg(test)]
