@@ -19,12 +19,13 @@
 //!
 //! Layout: `harness.rs` (processes and external tools), `tester.rs` (native-client helpers),
 //! then one module per area: `clients`, `offsets`, `configs`, `durability`, `bad_input`,
-//! `disk_full`, `cli`.
+//! `disk_full`, `cli`, `dev_cluster`.
 
 mod bad_input;
 mod cli;
 mod clients;
 mod configs;
+mod dev_cluster;
 mod disk_full;
 mod durability;
 mod harness;

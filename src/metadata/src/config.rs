@@ -307,14 +307,39 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         ConfigType::String,
         "PLAINTEXT://127.0.0.1:9092",
         Validator::Any,
-        "Kafka listener, host:port or PLAINTEXT://host:port.",
+        "Listeners, NAME://host:port,... (or one host:port); the first one not named in \
+         controller.listener.names serves Kafka.",
     ),
     broker(
         "advertised.listeners",
         ConfigType::String,
         "",
         Validator::Any,
-        "Address given to clients; defaults to the listener.",
+        "Addresses given to clients, NAME://host:port,...; defaults to the Kafka listener. Controller \
+         listeners are never advertised.",
+    ),
+    // The three cluster keys are checked together when the node starts (weir-server's
+    // `NodeConfig::from_settings`), which can name the fix for an inconsistent combination.
+    broker(
+        "process.roles",
+        ConfigType::List,
+        "broker,controller",
+        Validator::Any,
+        "Roles of this node: broker, controller, or both.",
+    ),
+    broker(
+        "controller.quorum.voters",
+        ConfigType::List,
+        "",
+        Validator::Any,
+        "Controller quorum, id@host:port,...; empty means a single-node quorum of this node, in-process.",
+    ),
+    broker(
+        "controller.listener.names",
+        ConfigType::String,
+        "CONTROLLER",
+        Validator::Any,
+        "Names of the listeners that serve the controller quorum, comma-separated.",
     ),
     broker(
         "num.partitions",
@@ -572,6 +597,10 @@ mod tests {
     #[test]
     fn every_default_passes_its_own_validation() {
         for definition in TOPIC_CONFIGS {
+            validate_value(definition.name, definition.config_type, definition.validator, definition.default)
+                .unwrap_or_else(|error| panic!("{}: {error}", definition.name));
+        }
+        for definition in BROKER_CONFIGS {
             validate_value(definition.name, definition.config_type, definition.validator, definition.default)
                 .unwrap_or_else(|error| panic!("{}: {error}", definition.name));
         }

@@ -96,6 +96,45 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Run a local cluster of `weir server` processes on 127.0.0.1 until Ctrl-C.
+    #[command(args_conflicts_with_subcommands = true, after_help = DEV_CLUSTER_HELP)]
+    DevCluster {
+        #[command(subcommand)]
+        command: Option<DevClusterCommand>,
+        /// Nodes to start, with ids 1..=N; the first 1, 3 or 5 are the controller voters.
+        #[arg(long, default_value_t = 3)]
+        nodes: u32,
+        /// Directory for the nodes' data, configs and logs, and cluster.json.
+        #[arg(long, default_value = DEV_CLUSTER_DIR_DEFAULT)]
+        dir: PathBuf,
+        /// Kafka port of node 1; node i listens on base+2(i-1) (Kafka) and the next port (controller).
+        #[arg(long, default_value_t = 29092)]
+        base_port: u16,
+    },
+}
+
+const DEV_CLUSTER_DIR_DEFAULT: &str = "./weir-dev-cluster";
+
+const DEV_CLUSTER_HELP: &str =
+    "Layout: DIR/node-<id>/ is node <id>'s data directory (log.dirs) and holds node.toml and \
+weir.log; DIR/cluster.json lists {\"nodes\": [{\"id\", \"pid\", \"kafka\", \"controller\"}]} (controller is null \
+for non-voters). Data is kept across runs. `weir dev-cluster restart --dir DIR --node ID` replaces one node's process.";
+
+#[derive(Debug, Subcommand)]
+enum DevClusterCommand {
+    /// Stop one node of a running dev cluster (SIGKILL by default: a crash) and start it again
+    /// on its data, with the same config and log.
+    Restart {
+        /// The cluster's directory.
+        #[arg(long, default_value = DEV_CLUSTER_DIR_DEFAULT)]
+        dir: PathBuf,
+        /// The node's id.
+        #[arg(long)]
+        node: i32,
+        /// How to stop it: term (graceful, SIGKILL after 10 s) or kill.
+        #[arg(long, value_enum, default_value = "kill")]
+        signal: cmd::dev_cluster::StopSignal,
+    },
 }
 
 #[derive(Debug, clap::Args)]
@@ -398,6 +437,12 @@ fn main() -> std::process::ExitCode {
                 }
             }
         }),
+        Command::DevCluster { command: Some(DevClusterCommand::Restart { dir, node, signal }), .. } => {
+            cmd::dev_cluster::restart(&dir, protocol::ids::NodeId(node), signal)
+        }
+        Command::DevCluster { command: None, nodes, dir, base_port } => {
+            cmd::dev_cluster::run(&cmd::dev_cluster::DevClusterOptions { nodes, dir, base_port })
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

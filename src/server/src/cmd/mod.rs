@@ -1,7 +1,10 @@
-//! CLI commands over the native client.
+//! CLI commands: front ends over the native client, and `dev-cluster`, which runs nodes.
 
 pub mod bench;
 pub mod consume;
+// Real processes and signals: not part of the simulated node.
+#[cfg(not(madsim))]
+pub mod dev_cluster;
 pub mod produce;
 pub mod topic;
 
