@@ -31,6 +31,25 @@ pub mod single_node_durability;
 #[cfg(madsim)]
 pub mod workload;
 
+/// Draws one item with probability proportional to its weight (the nemesis's choice of the
+/// next fault). `None` if every weight is zero.
+#[cfg(madsim)]
+pub(crate) fn pick_weighted<T: Copy>(weights: &[(T, u32)]) -> Option<T> {
+    use madsim::rand::{thread_rng, Rng};
+    let total: u32 = weights.iter().map(|(_, weight)| weight).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut pick = thread_rng().gen_range(0..total);
+    for (item, weight) in weights {
+        if pick < *weight {
+            return Some(*item);
+        }
+        pick -= weight;
+    }
+    unreachable!("pick < total")
+}
+
 /// The range a seed draws its safety phase's length from, in simulated ms.
 pub const SAFETY_MS_MIN: u64 = 20_000;
 /// See [`SAFETY_MS_MIN`].

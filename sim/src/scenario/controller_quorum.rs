@@ -324,22 +324,7 @@ impl Nemesis {
             if self.shared.trace.now_ms() >= until_ms || total == 0 {
                 break;
             }
-            let mut pick = thread_rng().gen_range(0..total);
-            let fault = self
-                .shared
-                .params
-                .weights
-                .iter()
-                .find(|(_, weight)| {
-                    if pick < *weight {
-                        true
-                    } else {
-                        pick -= weight;
-                        false
-                    }
-                })
-                .map(|(fault, _)| *fault)
-                .expect("pick < total");
+            let fault = super::pick_weighted(&self.shared.params.weights).expect("some weight is not zero");
             let prefer_leader = thread_rng().gen_bool(0.5);
             match fault {
                 Fault::Crash => {

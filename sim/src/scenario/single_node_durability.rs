@@ -295,21 +295,7 @@ impl Nemesis {
             if self.trace.now_ms() >= until_ms || total == 0 {
                 break;
             }
-            let mut pick = thread_rng().gen_range(0..total);
-            let fault = self
-                .params
-                .weights
-                .iter()
-                .find(|(_, weight)| {
-                    if pick < *weight {
-                        true
-                    } else {
-                        pick -= weight;
-                        false
-                    }
-                })
-                .map(|(fault, _)| *fault)
-                .expect("pick < total");
+            let fault = super::pick_weighted(&self.params.weights).expect("some weight is not zero");
             match fault {
                 Fault::Crash => self.crash().await,
                 Fault::CleanRestart => self.clean_restart().await,
