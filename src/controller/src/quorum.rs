@@ -407,7 +407,6 @@ impl Driver {
         let now = (raft.term, raft.state, raft.leader_id, raft.randomized_election_timeout());
         if now != self.observed {
             let became_leader = raft.state == StateRole::Leader && self.observed.1 != StateRole::Leader;
-            let stepped_down = raft.state != StateRole::Leader && self.observed.1 == StateRole::Leader;
             self.draw_election_timeout();
             if became_leader {
                 // become_leader appended this term's no-op.
@@ -418,7 +417,7 @@ impl Driver {
                     "became the active controller"
                 );
             }
-            if stepped_down || self.raw.raft.state != StateRole::Leader {
+            if self.raw.raft.state != StateRole::Leader {
                 self.ready_index = None;
                 self.speculative = None;
                 for (_, pending) in std::mem::take(&mut self.pending) {
