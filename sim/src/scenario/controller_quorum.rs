@@ -178,7 +178,7 @@ async fn incarnation(node: u64, shared: Arc<Shared>) {
             shared.check.lock().expect("check lock").applied(node, entry.index, entry.term, hash, entry.from_snapshot);
         })
     };
-    let quorum = match Quorum::start(config, store, recovered, listener, Some(observer), std::future::pending()) {
+    let quorum = match Quorum::start(config, store, recovered, listener, None, Some(observer), std::future::pending()) {
         Ok(quorum) => quorum,
         Err(error) => {
             shared.fail(format!("controller {node} cannot start: {error}"));

@@ -41,6 +41,9 @@ pub struct BrokerConfig {
     pub log_disk_reserve_bytes: u64,
     /// `log.retention.check.interval.ms`.
     pub log_retention_check_interval_ms: u64,
+    /// The controller quorum this broker belongs to; `None` for a single node that keeps its
+    /// metadata log locally.
+    pub cluster: Option<crate::cluster::ClusterConfig>,
     /// Broker configs set explicitly (file, flags, environment), by Kafka name: these supply
     /// topic defaults through synonyms and are reported as `STATIC_BROKER_CONFIG`.
     pub static_configs: BTreeMap<String, String>,
@@ -61,6 +64,7 @@ impl BrokerConfig {
             log_disk_reserve_bytes: 0,
             log_retention_check_interval_ms: LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
             static_configs: BTreeMap::new(),
+            cluster: None,
         }
     }
 }

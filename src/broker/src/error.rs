@@ -14,6 +14,18 @@ pub enum BrokerError {
     /// The metadata log holds a record weir cannot decode.
     #[error("metadata log is corrupt: {0}")]
     MetadataDecode(#[from] metadata::record::DecodeError),
+    /// The metadata change does not fit the metadata.
+    #[error(transparent)]
+    Op(#[from] metadata::ops::OpError),
+    /// The controller quorum could not commit the change.
+    #[error(transparent)]
+    Controller(#[from] controller::ControllerError),
+    /// The change committed, but this broker's image did not apply it in time.
+    #[error("metadata change at index {index} committed but not yet applied here")]
+    ApplyTimeout {
+        /// The change's index.
+        index: u64,
+    },
     /// The data directory belongs to another node or is unreadable.
     #[error("data directory {path} is unusable: {reason}")]
     DataDir {

@@ -32,6 +32,7 @@
 //! # Ok(()) }
 //! ```
 
+mod cluster;
 pub mod config;
 mod connection;
 mod error;
@@ -41,6 +42,7 @@ mod partition;
 
 use std::sync::Arc;
 
+pub use cluster::{ClusterConfig, BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT};
 pub use config::BrokerConfig;
 pub use error::BrokerError;
 pub use node::Node;
@@ -66,6 +68,9 @@ impl Broker {
         clock: rt::time::SharedClock,
     ) -> Result<Broker, BrokerError> {
         let node = Node::open(config, disk, clock).await?;
+        if node.config.cluster.is_some() {
+            cluster::start(&node);
+        }
         let housekeeper = Arc::clone(&node);
         drop(rt::task::spawn(async move {
             let retention_every =
@@ -78,6 +83,15 @@ impl Broker {
             }
         }));
         Ok(Broker { node })
+    }
+
+    /// Returns once the broker may serve clients: at once for a single node; for a cluster
+    /// member, once the controller has unfenced it (it registered and caught up with the
+    /// metadata log), so clients never see it with an empty image.
+    pub async fn ready(&self) {
+        if self.node.config.cluster.is_some() {
+            cluster::wait_ready(&self.node).await;
+        }
     }
 
     /// Accepts connections forever.
@@ -104,13 +118,21 @@ impl Broker {
 }
 
 impl Broker {
-    /// Flushes every partition so that a clean shutdown loses nothing, even of write-cached
-    /// topics.
+    /// Shuts down cleanly: a cluster member first has the controller move its leaderships
+    /// away (controlled shutdown); then every partition is flushed, so nothing is lost even of
+    /// write-cached topics; a cluster member then records the clean shutdown.
     pub async fn shutdown(&self) {
+        let clustered = self.node.config.cluster.is_some();
+        if clustered {
+            cluster::controlled_shutdown(&self.node).await;
+        }
         for partition in self.node.all_partitions() {
             if let Err(error) = partition.log.flush().await {
                 tracing::error!(partition = %partition.topic_partition, %error, "flush at shutdown failed");
             }
+        }
+        if clustered {
+            cluster::write_clean_shutdown(&self.node).await;
         }
     }
 }

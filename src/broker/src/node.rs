@@ -1,20 +1,33 @@
-//! The node's shared state: metadata image and log, partitions, and the operations that change
-//! them.
+//! The node's shared state: metadata image, partitions, and the operations that change them.
 //!
-//! Metadata changes are committed by writing one metadata-log entry (a batch of records,
-//! atomic on crash) with an fsync, then swapping in the new image, then acting on it (opening
-//! or deleting partition logs). On start the log is replayed into the image, partition
-//! directories no longer in the image are removed, and every partition log is recovered.
+//! Metadata changes are [`MetadataOp`]s, planned into records by `metadata::ops`. Where they
+//! are committed depends on the node:
+//!
+//! * A single node (no controller voters configured) keeps the metadata log in a local file:
+//!   it plans against its image, writes one entry (a batch, atomic on crash) with an fsync,
+//!   swaps in the new image, then acts on it. On start the log is replayed, partition
+//!   directories no longer in the image are removed and every partition log is recovered.
+//! * A cluster member sends the operation to the active controller and waits until its own
+//!   image, which follows the committed log ([`crate::cluster`]), has applied it.
+//!
+//! Either way the image only moves forward through committed entries, and [`Node::reconcile`]
+//! makes the hosted partitions match it: it opens the partitions this node is a replica of,
+//! and closes and deletes those it no longer is (a hosted partition was opened from an earlier
+//! image of the same log, so its absence in a later one means it really went away).
 
 use std::collections::BTreeMap;
+
+use rt::rand::Rng;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
 use metadata::config::{effective_topic_configs, TopicSettings};
 use metadata::image::MetadataImage;
+use metadata::ops::MetadataOp;
 use metadata::record::{decode_batch, encode_batch, ConfigResource, MetadataRecord, TopicId};
-use protocol::ids::{LeaderEpoch, NodeId, Offset, PartitionEpoch, TopicPartition};
+use protocol::ids::{NodeId, Offset, TopicPartition};
+use protocol::ResponseError;
 use rt::sync::{watch, Mutex};
 use rt::time::SharedClock;
 use storage::record_log::RecordLog;
@@ -34,7 +47,18 @@ pub const METADATA_ENTRY_RECORDS_MAX: usize = metadata::record::BATCH_RECORDS_MA
 /// Producer ids taken per metadata record (Kafka's block size).
 pub const PRODUCER_ID_BLOCK_SIZE: i32 = 1000;
 /// Most partitions one topic may have.
-pub const TOPIC_PARTITIONS_MAX: i32 = 100_000;
+pub const TOPIC_PARTITIONS_MAX: i32 = metadata::ops::TOPIC_PARTITIONS_MAX;
+/// Longest a cluster member waits for its own image to apply a change it committed.
+pub const APPLY_WAIT_MS_MAX: u64 = 15_000;
+
+/// Where the metadata log lives.
+#[derive(Debug)]
+pub(crate) enum MetadataSource {
+    /// A single node's local log; its lock also serialises metadata changes.
+    Local(Mutex<RecordLog>),
+    /// The controller quorum.
+    Cluster(crate::cluster::ClusterLink),
+}
 
 /// Shared state of one node.
 #[derive(Debug)]
@@ -51,8 +75,10 @@ pub struct Node {
     pub(crate) cluster_id: String,
     /// The current image; replaced whole on every change so readers never see half a change.
     image: RwLock<Arc<MetadataImage>>,
-    /// The metadata log; its lock also serialises metadata changes.
-    metadata_log: Mutex<RecordLog>,
+    /// The metadata log.
+    pub(crate) metadata: MetadataSource,
+    /// Serialises reconciliation; holds the image last reconciled.
+    reconciled: Mutex<Arc<MetadataImage>>,
     /// Partitions hosted here.
     partitions: RwLock<BTreeMap<TopicPartition, Arc<Partition>>>,
     /// Bumped on any high-watermark advance; long-polling fetches wait on it.
@@ -110,34 +136,40 @@ impl Node {
         let cluster_id = Self::load_meta_properties(&disk, &data_dir, config.node_id).await?;
         let metadata_dir = data_dir.join(METADATA_DIR);
         disk.create_dir_all(&metadata_dir).await.map_err(io_error("create", &metadata_dir))?;
-        let (metadata_log, entries) = RecordLog::open(Arc::clone(&disk), metadata_dir.join(METADATA_LOG_FILE)).await?;
         let mut image = MetadataImage::default();
-        for entry in entries {
-            for record in decode_batch(&entry).map_err(BrokerError::MetadataDecode)? {
-                image.apply(&record)?;
+        let metadata = match &config.cluster {
+            None => {
+                let (metadata_log, entries) =
+                    RecordLog::open(Arc::clone(&disk), metadata_dir.join(METADATA_LOG_FILE)).await?;
+                for entry in entries {
+                    for record in decode_batch(&entry).map_err(BrokerError::MetadataDecode)? {
+                        image.apply(&record)?;
+                    }
+                }
+                MetadataSource::Local(Mutex::new(metadata_log))
             }
-        }
+            Some(cluster) => MetadataSource::Cluster(crate::cluster::ClusterLink::new(cluster)),
+        };
         let space = Arc::new(SpaceGuard::new(Arc::clone(&disk), data_dir.clone(), config.log_disk_reserve_bytes));
         let (any_high_watermark_changed, _) = watch::channel(0u64);
+        let image = Arc::new(image);
         let node = Arc::new(Node {
             config,
             disk,
             clock,
             space,
             cluster_id,
-            image: RwLock::new(Arc::new(image)),
-            metadata_log: Mutex::new(metadata_log),
+            image: RwLock::new(Arc::clone(&image)),
+            metadata,
+            reconciled: Mutex::new(Arc::new(MetadataImage::default())),
             partitions: RwLock::new(BTreeMap::new()),
             any_high_watermark_changed,
             producer_ids: Mutex::new((0, 0)),
         });
-        node.register_self().await?;
-        node.remove_orphan_partition_dirs().await?;
-        let image = node.image();
-        for topic in image.topics() {
-            for partition in topic.partitions.keys() {
-                node.open_partition(&topic.name, *partition, topic.topic_id).await?;
-            }
+        if let MetadataSource::Local(_) = node.metadata {
+            node.remove_orphan_partition_dirs().await?;
+            node.reconcile(image).await?;
+            node.register_self().await?;
         }
         Ok(node)
     }
@@ -181,33 +213,40 @@ impl Node {
         Ok(cluster_id)
     }
 
+    /// A single node registers itself, unfenced, when its endpoint changed.
     async fn register_self(&self) -> Result<(), BrokerError> {
         let image = self.image();
         let current = image.broker(self.config.node_id);
         let unchanged = current.is_some_and(|broker| {
-            broker.host == self.config.advertised_host && broker.port == self.config.advertised_port
+            broker.host == self.config.advertised_host && broker.port == self.config.advertised_port && !broker.fenced
         });
         if !unchanged {
-            let broker_epoch = current.map_or(0, |broker| broker.broker_epoch + 1);
-            self.commit(vec![MetadataRecord::RegisterBroker {
-                broker_id: self.config.node_id,
-                broker_epoch,
-                host: self.config.advertised_host.clone(),
-                port: self.config.advertised_port,
-                rack: None,
-            }])
-            .await?;
+            let _ = self
+                .submit(MetadataOp::RegisterBroker {
+                    broker_id: self.config.node_id,
+                    host: self.config.advertised_host.clone(),
+                    port: self.config.advertised_port,
+                    rack: None,
+                    previous_broker_epoch: current.map_or(-1, |broker| broker.broker_epoch),
+                    fenced: false,
+                })
+                .await?;
         }
         Ok(())
     }
 
-    async fn remove_orphan_partition_dirs(&self) -> Result<(), BrokerError> {
+    /// Removes partition directories the current image does not place on this node. Runs
+    /// under the reconciliation lock, so it cannot race a partition being opened.
+    pub(crate) async fn remove_orphan_partition_dirs(&self) -> Result<(), BrokerError> {
+        let _reconciling = self.reconciled.lock().await;
         let data_dir = &self.config.data_dir;
         let image = self.image();
         let mut wanted = std::collections::BTreeSet::new();
         for topic in image.topics() {
-            for partition in topic.partitions.keys() {
-                let _ = wanted.insert(partition_dir_name(&TopicPartition::new(topic.name.clone(), *partition)));
+            for (partition, state) in &topic.partitions {
+                if state.replicas.contains(&self.config.node_id) {
+                    let _ = wanted.insert(partition_dir_name(&TopicPartition::new(topic.name.clone(), *partition)));
+                }
             }
         }
         for name in self.disk.list_dir(data_dir).await.map_err(io_error("list", data_dir))? {
@@ -226,22 +265,103 @@ impl Node {
         Arc::clone(&self.image.read().expect("image lock is never poisoned"))
     }
 
-    /// Commits records: applies them to a copy of the image (refusing the whole entry if any
-    /// record does not fit), makes them durable, then publishes the new image.
+    /// Commits a metadata operation and waits until this node acted on it (its partitions
+    /// match the image that includes it). Returns the records it became.
     ///
     /// # Errors
-    /// `MetadataApply` if a record does not fit (nothing is written), storage errors.
-    pub(crate) async fn commit(&self, records: Vec<MetadataRecord>) -> Result<Arc<MetadataImage>, BrokerError> {
-        assert!(records.len() <= METADATA_ENTRY_RECORDS_MAX, "metadata entry over its bound");
-        let log = self.metadata_log.lock().await;
-        let mut next = (*self.image()).clone();
-        for record in &records {
-            next.apply(record)?;
+    /// `Op` if it does not fit the metadata, `Controller` if the quorum could not commit it,
+    /// `ApplyTimeout`, storage errors.
+    pub(crate) async fn submit(&self, op: MetadataOp) -> Result<Vec<MetadataRecord>, BrokerError> {
+        match &self.metadata {
+            MetadataSource::Local(log) => {
+                let log = log.lock().await;
+                let image = self.image();
+                let records = metadata::ops::plan(&image, &op)?;
+                if records.is_empty() {
+                    return Ok(records);
+                }
+                assert!(records.len() <= METADATA_ENTRY_RECORDS_MAX, "metadata entry over its bound");
+                let mut next = (*image).clone();
+                for record in &records {
+                    next.apply(record)?;
+                }
+                log.append(&encode_batch(&records)).await?;
+                let next = Arc::new(next);
+                self.set_image(Arc::clone(&next));
+                self.reconcile(next).await?;
+                drop(log);
+                Ok(records)
+            }
+            MetadataSource::Cluster(link) => {
+                let (index, records) = link.client.submit(op).await?;
+                link.wait_applied(index, APPLY_WAIT_MS_MAX).await?;
+                Ok(records)
+            }
         }
-        log.append(&encode_batch(&records)).await?;
-        let next = Arc::new(next);
-        *self.image.write().expect("image lock is never poisoned") = Arc::clone(&next);
-        Ok(next)
+    }
+
+    /// Replaces the image.
+    pub(crate) fn set_image(&self, image: Arc<MetadataImage>) {
+        *self.image.write().expect("image lock is never poisoned") = image;
+    }
+
+    /// Makes the hosted partitions match `image`: opens the partitions this node is a replica
+    /// of, closes and deletes the ones it no longer is, and passes config changes on.
+    ///
+    /// # Errors
+    /// Storage errors opening or deleting a partition log (the rest is still done).
+    pub(crate) async fn reconcile(&self, image: Arc<MetadataImage>) -> Result<(), BrokerError> {
+        let mut reconciled = self.reconciled.lock().await;
+        let me = self.config.node_id;
+        let mut first_error = None;
+        for topic in image.topics() {
+            let resource = ConfigResource::Topic(topic.name.clone());
+            let configs_changed = reconciled.topic_by_id(topic.topic_id).is_none()
+                || reconciled.configs(&resource) != image.configs(&resource);
+            let settings = configs_changed.then(|| self.topic_settings(&image, &topic.name));
+            for (partition, state) in &topic.partitions {
+                if !state.replicas.contains(&me) {
+                    continue;
+                }
+                match self.partition(&topic.name, *partition) {
+                    Some(hosted) if hosted.topic_id == topic.topic_id => {
+                        if let Some(settings) = &settings {
+                            hosted.set_settings(settings.clone());
+                        }
+                    }
+                    _ => {
+                        if let Err(error) = self.open_partition(&topic.name, *partition, topic.topic_id).await {
+                            tracing::error!(topic = topic.name, partition, %error, "cannot open partition");
+                            first_error.get_or_insert(error);
+                        }
+                    }
+                }
+            }
+        }
+        let gone: Vec<Arc<Partition>> = {
+            let mut partitions = self.partitions.write().expect("partitions lock is never poisoned");
+            let doomed: Vec<TopicPartition> = partitions
+                .iter()
+                .filter(|(key, partition)| {
+                    let state = image
+                        .topic_by_id(partition.topic_id)
+                        .filter(|topic| topic.name == key.topic)
+                        .and_then(|topic| topic.partitions.get(&key.partition.0));
+                    !state.is_some_and(|state| state.replicas.contains(&me))
+                })
+                .map(|(key, _)| key.clone())
+                .collect();
+            doomed.iter().filter_map(|key| partitions.remove(key)).collect()
+        };
+        for partition in gone {
+            tracing::info!(partition = %partition.topic_partition, "removing partition no longer placed here");
+            partition.close();
+            if let Err(error) = partition.log.delete().await {
+                first_error.get_or_insert(error.into());
+            }
+        }
+        *reconciled = image;
+        first_error.map_or(Ok(()), Err)
     }
 
     /// The effective settings of a topic.
@@ -327,126 +447,93 @@ impl Node {
         self.partitions.read().expect("partitions lock is never poisoned").values().cloned().collect()
     }
 
-    fn partition_record(&self, topic_id: TopicId, partition: i32) -> MetadataRecord {
-        MetadataRecord::Partition {
-            topic_id,
-            partition,
-            replicas: vec![self.config.node_id],
-            isr: vec![self.config.node_id],
-            leader: self.config.node_id,
-            leader_epoch: LeaderEpoch(0),
-            partition_epoch: PartitionEpoch(0),
-        }
-    }
-
-    /// Creates a topic (already validated by the caller) and opens its partition logs.
+    /// Creates a topic (name and configs already validated by the caller); replicas are
+    /// placed by the controller unless `assignments` names them.
     ///
     /// # Errors
-    /// `MetadataApply` if it exists; storage errors.
+    /// `Op` if it exists or the placement does not work; controller and storage errors.
     pub(crate) async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
+        replication_factor: i16,
+        assignments: Vec<Vec<NodeId>>,
         configs: &[(String, String)],
     ) -> Result<TopicId, BrokerError> {
-        assert!((1..=TOPIC_PARTITIONS_MAX).contains(&partitions), "partition count validated by the caller");
         let topic_id = new_topic_id();
-        let mut records = vec![MetadataRecord::Topic { name: name.to_owned(), topic_id }];
-        for (config, value) in configs {
-            records.push(MetadataRecord::Config {
-                resource: ConfigResource::Topic(name.to_owned()),
-                name: config.clone(),
-                value: Some(value.clone()),
-            });
-        }
-        records.extend((0..partitions).map(|partition| self.partition_record(topic_id, partition)));
-        let _ = self.commit(records).await?;
-        for partition in 0..partitions {
-            let _ = self.open_partition(name, partition, topic_id).await?;
-        }
+        let _ = self
+            .submit(self.create_topic_op(name, topic_id, partitions, replication_factor, assignments, configs))
+            .await?;
         Ok(topic_id)
     }
 
-    /// Adds partitions to a topic, up to `total` (validated by the caller).
-    ///
-    /// # Errors
-    /// Metadata and storage errors.
-    pub(crate) async fn create_partitions(
+    /// The operation that creates a topic (also used to validate without creating).
+    pub(crate) fn create_topic_op(
         &self,
         name: &str,
         topic_id: TopicId,
-        current: i32,
+        partitions: i32,
+        replication_factor: i16,
+        assignments: Vec<Vec<NodeId>>,
+        configs: &[(String, String)],
+    ) -> MetadataOp {
+        MetadataOp::CreateTopic {
+            name: name.to_owned(),
+            topic_id,
+            partitions,
+            replication_factor,
+            assignments,
+            configs: configs.to_vec(),
+            placement_seed: rt::rand::thread_rng().gen(),
+        }
+    }
+
+    /// Adds partitions to a topic, up to `total`.
+    ///
+    /// # Errors
+    /// Metadata, controller and storage errors.
+    pub(crate) async fn create_partitions(
+        &self,
+        topic_id: TopicId,
         total: i32,
+        assignments: Vec<Vec<NodeId>>,
     ) -> Result<(), BrokerError> {
-        let records = (current..total).map(|partition| self.partition_record(topic_id, partition)).collect();
-        let _ = self.commit(records).await?;
-        for partition in current..total {
-            let _ = self.open_partition(name, partition, topic_id).await?;
-        }
+        let placement_seed = rt::rand::thread_rng().gen();
+        let _ = self.submit(MetadataOp::CreatePartitions { topic_id, total, assignments, placement_seed }).await?;
         Ok(())
     }
 
-    /// Deletes a topic and its logs.
+    /// Deletes a topic; every replica deletes its logs once it applies the change.
     ///
     /// # Errors
-    /// Metadata and storage errors.
+    /// Metadata, controller and storage errors.
     pub(crate) async fn delete_topic(&self, topic_id: TopicId) -> Result<(), BrokerError> {
-        let image = self.commit(vec![MetadataRecord::RemoveTopic { topic_id }]).await?;
-        let removed: Vec<Arc<Partition>> = {
-            let mut partitions = self.partitions.write().expect("partitions lock is never poisoned");
-            let doomed: Vec<TopicPartition> = partitions
-                .iter()
-                .filter(|(_, partition)| partition.topic_id == topic_id)
-                .map(|(key, _)| key.clone())
-                .collect();
-            doomed.iter().filter_map(|key| partitions.remove(key)).collect()
-        };
-        drop(image);
-        for partition in removed {
-            partition.close();
-            partition.log.delete().await?;
-        }
+        let _ = self.submit(MetadataOp::DeleteTopic { topic_id }).await?;
         Ok(())
     }
 
-    /// Replaces a topic's config overrides with `configs` (AlterConfigs semantics when
-    /// `replace_all`, otherwise only the named keys change; `None` removes an override).
+    /// Changes a topic's config overrides (AlterConfigs semantics when `replace_all`,
+    /// otherwise only the named keys change; `None` removes an override).
     ///
     /// # Errors
-    /// Metadata errors.
+    /// Metadata and controller errors.
     pub(crate) async fn set_topic_configs(
         &self,
         topic: &str,
         changes: Vec<(String, Option<String>)>,
         replace_all: bool,
     ) -> Result<(), BrokerError> {
-        let image = self.image();
-        let mut records = Vec::new();
         let resource = ConfigResource::Topic(topic.to_owned());
-        if replace_all {
-            if let Some(existing) = image.configs(&resource) {
-                for name in existing.keys() {
-                    if !changes.iter().any(|(changed, _)| changed == name) {
-                        records.push(MetadataRecord::Config {
-                            resource: resource.clone(),
-                            name: name.clone(),
-                            value: None,
-                        });
-                    }
-                }
-            }
-        }
-        for (name, value) in changes {
-            records.push(MetadataRecord::Config { resource: resource.clone(), name, value });
-        }
-        if records.is_empty() {
-            return Ok(());
-        }
-        let image = self.commit(records).await?;
-        let settings = self.topic_settings(&image, topic);
-        for partition in self.all_partitions().iter().filter(|partition| partition.topic_partition.topic == topic) {
-            partition.set_settings(settings.clone());
-        }
+        let _ = self.submit(MetadataOp::SetConfigs { resource, changes, replace_all }).await?;
+        Ok(())
+    }
+
+    /// Moves leadership of these partitions to their preferred replicas where possible.
+    ///
+    /// # Errors
+    /// Metadata and controller errors.
+    pub(crate) async fn elect_preferred_leaders(&self, partitions: Vec<(TopicId, i32)>) -> Result<(), BrokerError> {
+        let _ = self.submit(MetadataOp::ElectPreferredLeaders { partitions }).await?;
         Ok(())
     }
 
@@ -458,19 +545,47 @@ impl Node {
     pub(crate) async fn allocate_producer_id(&self) -> Result<i64, BrokerError> {
         let mut block = self.producer_ids.lock().await;
         if block.0 >= block.1 {
-            let first_producer_id = self.image().next_producer_id();
-            let _ = self
-                .commit(vec![MetadataRecord::AllocateProducerIds {
+            let records = self
+                .submit(MetadataOp::AllocateProducerIds {
                     broker_id: self.config.node_id,
-                    first_producer_id,
                     count: PRODUCER_ID_BLOCK_SIZE,
-                }])
+                })
                 .await?;
-            *block = (first_producer_id, first_producer_id + i64::from(PRODUCER_ID_BLOCK_SIZE));
+            let Some(MetadataRecord::AllocateProducerIds { first_producer_id, count, .. }) = records.first() else {
+                unreachable!("a producer id block is planned as one AllocateProducerIds record");
+            };
+            *block = (*first_producer_id, first_producer_id + i64::from(*count));
         }
         let producer_id = block.0;
         block.0 += 1;
         Ok(producer_id)
+    }
+
+    /// The partition a Produce, Fetch or ListOffsets for `topic`/`partition` goes to: this node
+    /// must lead it.
+    ///
+    /// # Errors
+    /// `UNKNOWN_TOPIC_OR_PARTITION` if the image has no such partition,
+    /// `NOT_LEADER_OR_FOLLOWER` if another broker leads it (or it has no leader, or this node
+    /// has not opened it yet).
+    pub(crate) fn leader_partition(&self, topic: &str, partition: i32) -> Result<Arc<Partition>, ResponseError> {
+        let image = self.image();
+        let state = image
+            .topic(topic)
+            .and_then(|topic| topic.partitions.get(&partition))
+            .ok_or(ResponseError::UnknownTopicOrPartition)?;
+        if state.leader != self.config.node_id {
+            return Err(ResponseError::NotLeaderOrFollower);
+        }
+        self.partition(topic, partition).ok_or(ResponseError::NotLeaderOrFollower)
+    }
+
+    /// The active controller's id as far as this node knows (itself for a single node).
+    pub(crate) fn controller_id(&self) -> i32 {
+        match &self.metadata {
+            MetadataSource::Local(_) => self.config.node_id.0,
+            MetadataSource::Cluster(link) => link.client.leader_hint().map_or(-1, |id| id as i32),
+        }
     }
 
     /// Runs retention on every partition and the `flush.ms` check.

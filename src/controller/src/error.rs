@@ -14,9 +14,15 @@ pub enum ControllerError {
     /// The proposal does not fit the metadata image.
     #[error("invalid metadata change: {0}")]
     Invalid(String),
+    /// The operation does not fit the metadata image.
+    #[error(transparent)]
+    Op(#[from] metadata::ops::OpError),
     /// Leadership changed before the proposal's outcome was known: it may or may not commit.
     #[error("leadership changed before the change was known to commit")]
     Indeterminate,
+    /// No controller could be reached as the active one (from a client's side).
+    #[error("the controller quorum is unavailable: {0}")]
+    Unavailable(String),
     /// The controller is shutting down.
     #[error("the controller stopped")]
     Stopped,

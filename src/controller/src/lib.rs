@@ -32,6 +32,8 @@
 pub mod error;
 mod memlog;
 pub mod quorum;
+pub mod rpc;
+pub mod service;
 pub mod transport;
 
 pub use error::ControllerError;

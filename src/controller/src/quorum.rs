@@ -14,7 +14,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use metadata::image::MetadataImage;
-use metadata::record::{decode_batch, encode_batch, MetadataRecord};
+use metadata::ops::MetadataOp;
+use metadata::record::{encode_batch, MetadataRecord};
 use raft::eraftpb::{ConfState, Entry, EntryType, Message, Snapshot};
 use raft::{RawNode, SnapshotStatus, StateRole};
 use rt::rand::Rng;
@@ -116,9 +117,13 @@ pub struct AppliedEntry {
 /// Called for every applied entry, in index order.
 pub type ApplyObserver = Arc<dyn Fn(&AppliedEntry) + Send + Sync>;
 
+/// Answers a proposal with the index it committed at.
+type Reply = Box<dyn FnOnce(Result<u64, ControllerError>) + Send + Sync>;
+
 enum Input {
     Delivery(Delivery),
-    Propose(Vec<MetadataRecord>, oneshot::Sender<Result<u64, ControllerError>>),
+    Propose(Vec<MetadataRecord>, Reply),
+    ProposeOp(MetadataOp, oneshot::Sender<Result<(u64, Vec<MetadataRecord>), ControllerError>>),
 }
 
 /// A running controller quorum member.
@@ -135,6 +140,7 @@ impl std::fmt::Debug for Input {
         match self {
             Input::Delivery(delivery) => write!(f, "{delivery:?}"),
             Input::Propose(records, _) => write!(f, "Propose({} records)", records.len()),
+            Input::ProposeOp(op, _) => write!(f, "ProposeOp({op:?})"),
         }
     }
 }
@@ -152,6 +158,7 @@ impl Quorum {
         store: RaftLogStore,
         recovered: RecoveredRaftLog,
         listener: rt::net::TcpListener,
+        control: Option<mpsc::Sender<rt::net::TcpStream>>,
         observer: Option<ApplyObserver>,
         stop: impl std::future::Future<Output = ()> + Send + 'static,
     ) -> Result<Quorum, ControllerError> {
@@ -210,7 +217,7 @@ impl Quorum {
             .filter(|(id, _)| **id != config.node_id)
             .map(|(id, address)| (*id, PeerSender::start(config.node_id, *id, address.clone(), deliveries.clone())))
             .collect();
-        let accept = rt::task::spawn(transport::accept_peers(listener, deliveries));
+        let accept = rt::task::spawn(transport::accept_peers(listener, deliveries, control));
         {
             let inbox = inbox.clone();
             drop(rt::task::spawn(async move {
@@ -274,7 +281,23 @@ impl Quorum {
     /// [`ControllerError::Stopped`].
     pub async fn propose(&self, records: Vec<MetadataRecord>) -> Result<u64, ControllerError> {
         let (reply, outcome) = oneshot::channel();
+        let reply: Reply = Box::new(move |result| {
+            let _ = reply.send(result);
+        });
         self.inbox.send(Input::Propose(records, reply)).await.map_err(|_| ControllerError::Stopped)?;
+        outcome.await.map_err(|_| ControllerError::Stopped)?
+    }
+
+    /// Plans an operation against the image with every pending proposal applied
+    /// ([`metadata::ops::plan`]) and proposes the records; resolves with the index and the
+    /// records once applied. An operation with nothing to change resolves at once with the
+    /// highest index proposed so far.
+    ///
+    /// # Errors
+    /// As [`Quorum::propose`], plus [`ControllerError::Op`] if the operation does not fit.
+    pub async fn propose_op(&self, op: MetadataOp) -> Result<(u64, Vec<MetadataRecord>), ControllerError> {
+        let (reply, outcome) = oneshot::channel();
+        self.inbox.send(Input::ProposeOp(op, reply)).await.map_err(|_| ControllerError::Stopped)?;
         outcome.await.map_err(|_| ControllerError::Stopped)?
     }
 
@@ -306,7 +329,7 @@ impl Quorum {
 
 struct Pending {
     term: u64,
-    reply: oneshot::Sender<Result<u64, ControllerError>>,
+    reply: Reply,
 }
 
 struct Driver {
@@ -372,7 +395,7 @@ impl Driver {
         }
         accept.abort();
         for (_, pending) in std::mem::take(&mut self.pending) {
-            let _ = pending.reply.send(Err(ControllerError::Stopped));
+            (pending.reply)(Err(ControllerError::Stopped));
         }
     }
 
@@ -389,6 +412,7 @@ impl Driver {
                 self.raw.report_snapshot(peer, status);
             }
             Input::Propose(records, reply) => self.propose(records, reply),
+            Input::ProposeOp(op, reply) => self.propose_op(op, reply),
         }
         self.after_step();
     }
@@ -421,7 +445,7 @@ impl Driver {
                 self.ready_index = None;
                 self.speculative = None;
                 for (_, pending) in std::mem::take(&mut self.pending) {
-                    let _ = pending.reply.send(Err(ControllerError::Indeterminate));
+                    (pending.reply)(Err(ControllerError::Indeterminate));
                 }
             }
         }
@@ -431,27 +455,62 @@ impl Driver {
         Some(self.raw.raft.leader_id).filter(|id| *id != raft::INVALID_ID)
     }
 
-    fn propose(&mut self, records: Vec<MetadataRecord>, reply: oneshot::Sender<Result<u64, ControllerError>>) {
-        let ready = self.raw.raft.state == StateRole::Leader
-            && self.ready_index.is_some_and(|index| self.applied_index >= index);
-        if !ready {
+    /// Whether this controller may take proposals: it leads, and its term's first entry is
+    /// applied (so proposals are checked against everything earlier leaders committed).
+    fn ready_to_propose(&self) -> bool {
+        self.raw.raft.state == StateRole::Leader && self.ready_index.is_some_and(|index| self.applied_index >= index)
+    }
+
+    fn propose_op(
+        &mut self,
+        op: MetadataOp,
+        reply: oneshot::Sender<Result<(u64, Vec<MetadataRecord>), ControllerError>>,
+    ) {
+        if !self.ready_to_propose() {
             let _ = reply.send(Err(ControllerError::NotController { leader_id: self.leader_hint() }));
             return;
         }
+        let current = self.speculative.as_ref().unwrap_or(&self.image);
+        let records = match metadata::ops::plan(current, &op) {
+            Ok(records) => records,
+            Err(error) => {
+                let _ = reply.send(Err(ControllerError::Op(error)));
+                return;
+            }
+        };
+        if records.is_empty() {
+            let index = self.pending.last_key_value().map_or(self.applied_index, |(index, _)| *index);
+            let _ = reply.send(Ok((index, records)));
+            return;
+        }
+        let planned = records.clone();
+        self.propose(
+            records,
+            Box::new(move |result: Result<u64, ControllerError>| {
+                let _ = reply.send(result.map(|index| (index, planned)));
+            }),
+        );
+    }
+
+    fn propose(&mut self, records: Vec<MetadataRecord>, reply: Reply) {
+        if !self.ready_to_propose() {
+            reply(Err(ControllerError::NotController { leader_id: self.leader_hint() }));
+            return;
+        }
         if records.is_empty() || records.len() > metadata::record::BATCH_RECORDS_MAX {
-            let _ = reply.send(Err(ControllerError::Invalid(format!("{} records in one proposal", records.len()))));
+            reply(Err(ControllerError::Invalid(format!("{} records in one proposal", records.len()))));
             return;
         }
         let mut next = self.speculative.clone().unwrap_or_else(|| self.image.clone());
         for record in &records {
             if let Err(error) = next.apply(record) {
-                let _ = reply.send(Err(ControllerError::Invalid(error.to_string())));
+                reply(Err(ControllerError::Invalid(error.to_string())));
                 return;
             }
         }
         let before = self.raw.raft.raft_log.last_index();
         if let Err(error) = self.raw.propose(Vec::new(), encode_batch(&records)) {
-            let _ = reply.send(Err(ControllerError::NotController { leader_id: self.leader_hint() }));
+            reply(Err(ControllerError::NotController { leader_id: self.leader_hint() }));
             tracing::debug!(%error, "raft refused a proposal");
             return;
         }
@@ -556,35 +615,25 @@ impl Driver {
             }
             assert_eq!(entry.index, self.applied_index + 1, "entries are applied in order, without gaps");
             if entry.get_entry_type() == EntryType::EntryNormal && !entry.data.is_empty() {
-                match decode_batch(&entry.data) {
-                    Ok(records) => {
-                        let mut next = self.image.clone();
-                        match records.iter().try_for_each(|record| next.apply(record)) {
-                            Ok(()) => self.image = next,
-                            // Deterministic: every controller skips the same entry.
-                            Err(error) => {
-                                tracing::warn!(index = entry.index, %error, "skipping a committed metadata entry that does not fit")
-                            }
-                        }
-                    }
-                    Err(error) => {
-                        tracing::warn!(index = entry.index, %error, "skipping a committed metadata entry that does not decode")
-                    }
+                // Deterministic: every controller and broker skips the same entries.
+                if let Err(error) = self.image.apply_entry(&entry.data) {
+                    tracing::warn!(index = entry.index, %error, "skipping a committed metadata entry that does not apply");
                 }
             }
             self.applied_index = entry.index;
             if let Some(observer) = &self.observer {
+                let normal = entry.get_entry_type() == EntryType::EntryNormal;
                 observer(&AppliedEntry {
                     index: entry.index,
                     term: entry.term,
-                    data: entry.data.clone(),
+                    data: if normal { entry.data.clone() } else { Bytes::new() },
                     from_snapshot: false,
                 });
             }
             if let Some(pending) = self.pending.remove(&entry.index) {
                 let outcome =
                     if pending.term == entry.term { Ok(entry.index) } else { Err(ControllerError::Indeterminate) };
-                let _ = pending.reply.send(outcome);
+                (pending.reply)(outcome);
             }
         }
         // Proposals at or below the applied index that were not resolved lost their slot.
@@ -592,7 +641,7 @@ impl Driver {
             if *entry.key() > self.applied_index {
                 break;
             }
-            let _ = entry.remove().reply.send(Err(ControllerError::Indeterminate));
+            (entry.remove().reply)(Err(ControllerError::Indeterminate));
         }
         if self.pending.is_empty() {
             self.speculative = None;

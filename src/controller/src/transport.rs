@@ -26,6 +26,8 @@ pub const FRAME_BYTES_MAX: usize = 64 * 1024 * 1024;
 pub const PEER_QUEUE_MESSAGES_MAX: usize = 4096;
 /// How long a dial may take.
 pub const CONNECT_TIMEOUT_MS: u64 = 1_000;
+/// How long a new connection may take to send its preamble.
+pub const PREAMBLE_TIMEOUT_MS: u64 = 5_000;
 /// After a failed dial, messages to that peer are dropped for this long.
 pub const RECONNECT_BACKOFF_MS: u64 = 200;
 
@@ -136,9 +138,14 @@ async fn run_peer(
     }
 }
 
-/// Accepts peer connections and forwards their messages to the driver. Connections that do
-/// not start with the preamble, or send a malformed frame, are closed.
-pub(crate) async fn accept_peers(listener: TcpListener, deliveries: mpsc::Sender<Delivery>) {
+/// Accepts peer connections and forwards their messages to the driver. Connections that
+/// start with [`crate::rpc::CONTROL_PREAMBLE`] go to `control` (the controller's RPC service);
+/// connections that start with neither preamble, or send a malformed frame, are closed.
+pub(crate) async fn accept_peers(
+    listener: TcpListener,
+    deliveries: mpsc::Sender<Delivery>,
+    control: Option<mpsc::Sender<TcpStream>>,
+) {
     loop {
         let (stream, remote) = match listener.accept().await {
             Ok(accepted) => accepted,
@@ -149,22 +156,37 @@ pub(crate) async fn accept_peers(listener: TcpListener, deliveries: mpsc::Sender
             }
         };
         let deliveries = deliveries.clone();
+        let control = control.clone();
         drop(rt::task::spawn(async move {
-            if let Err(error) = read_peer(stream, deliveries).await {
+            if let Err(error) = read_peer(stream, deliveries, control).await {
                 tracing::debug!(%remote, %error, "controller peer connection closed");
             }
         }));
     }
 }
 
-async fn read_peer(mut stream: TcpStream, deliveries: mpsc::Sender<Delivery>) -> std::io::Result<()> {
+async fn read_peer(
+    mut stream: TcpStream,
+    deliveries: mpsc::Sender<Delivery>,
+    control: Option<mpsc::Sender<TcpStream>>,
+) -> std::io::Result<()> {
     let invalid = |text: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, text.to_owned());
-    let mut preamble = [0u8; 16];
-    stream.read_exact(&mut preamble).await?;
-    if &preamble[..8] != PREAMBLE {
+    let mut preamble = [0u8; 8];
+    let read = rt::time::timeout(Duration::from_millis(PREAMBLE_TIMEOUT_MS), stream.read_exact(&mut preamble)).await;
+    read.map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no preamble"))??;
+    if &preamble == crate::rpc::CONTROL_PREAMBLE {
+        if let Some(control) = control {
+            let _ = control.send(stream).await;
+            return Ok(());
+        }
+        return Err(invalid("this controller serves no control requests"));
+    }
+    if &preamble != PREAMBLE {
         return Err(invalid("not a weir controller peer"));
     }
-    let peer_id = u64::from_be_bytes(preamble[8..].try_into().expect("8 bytes"));
+    let mut peer_id = [0u8; 8];
+    stream.read_exact(&mut peer_id).await?;
+    let peer_id = u64::from_be_bytes(peer_id);
     loop {
         let mut length = [0u8; 4];
         stream.read_exact(&mut length).await?;

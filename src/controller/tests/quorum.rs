@@ -36,7 +36,7 @@ async fn start(id: u64, voters: &BTreeMap<u64, String>, listener: TcpListener, d
     config.tick_ms = 20;
     config.snapshot_interval_entries = 5;
     let (stop, stopped) = oneshot::channel::<()>();
-    let quorum = Quorum::start(config, store, recovered, listener, None, async move {
+    let quorum = Quorum::start(config, store, recovered, listener, None, None, async move {
         let _ = stopped.await;
     })
     .expect("start");

@@ -342,6 +342,20 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "Names of the listeners that serve the controller quorum, comma-separated.",
     ),
     broker(
+        "broker.session.timeout.ms",
+        ConfigType::Int,
+        "9000",
+        Validator::AtLeast(1),
+        "A broker that has not heartbeat to the active controller for this long is fenced.",
+    ),
+    broker(
+        "broker.heartbeat.interval.ms",
+        ConfigType::Int,
+        "2000",
+        Validator::AtLeast(1),
+        "How often a broker heartbeats to the active controller.",
+    ),
+    broker(
         "num.partitions",
         ConfigType::Int,
         "1",

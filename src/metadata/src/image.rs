@@ -7,7 +7,7 @@ use protocol::ids::{LeaderEpoch, NodeId, PartitionEpoch};
 use crate::record::{ConfigResource, DecodeError, MetadataRecord, TopicId};
 
 /// A registered broker.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct BrokerRegistration {
     /// Node id.
     pub broker_id: NodeId,
@@ -19,6 +19,10 @@ pub struct BrokerRegistration {
     pub port: u16,
     /// Rack.
     pub rack: Option<String>,
+    /// Fenced: leads nothing and is left out of Metadata responses.
+    pub fenced: bool,
+    /// Whether the run before this registration ended with a clean shutdown.
+    pub clean_shutdown: bool,
 }
 
 /// One partition's replication state.
@@ -48,7 +52,7 @@ pub struct TopicImage {
 }
 
 /// Why a record could not be applied.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, serde::Serialize, serde::Deserialize)]
 pub enum ApplyError {
     /// A topic record for a name or id that exists.
     #[error("topic {name} already exists")]
@@ -75,6 +79,14 @@ pub enum ApplyError {
         first_producer_id: i64,
         /// The first free id.
         next_producer_id: i64,
+    },
+    /// A fence record for a broker that is not registered, or for an older registration.
+    #[error("broker {broker_id} has no registration with epoch {broker_epoch}")]
+    StaleBrokerEpoch {
+        /// The broker.
+        broker_id: NodeId,
+        /// The epoch the record named.
+        broker_epoch: i64,
     },
     /// A new partition index that would leave a gap.
     #[error("partition {partition} would leave a gap after {count} partitions")]
@@ -132,6 +144,8 @@ impl MetadataImage {
                 host: broker.host.clone(),
                 port: broker.port,
                 rack: broker.rack.clone(),
+                fenced: broker.fenced,
+                clean_shutdown: broker.clean_shutdown,
             });
         }
         for topic in self.topics.values() {
@@ -192,7 +206,7 @@ impl MetadataImage {
     /// An [`ApplyError`] if the record does not fit; the image is then unchanged.
     pub fn apply(&mut self, record: &MetadataRecord) -> Result<(), ApplyError> {
         match record {
-            MetadataRecord::RegisterBroker { broker_id, broker_epoch, host, port, rack } => {
+            MetadataRecord::RegisterBroker { broker_id, broker_epoch, host, port, rack, fenced, clean_shutdown } => {
                 let _ = self.brokers.insert(
                     *broker_id,
                     BrokerRegistration {
@@ -201,8 +215,18 @@ impl MetadataImage {
                         host: host.clone(),
                         port: *port,
                         rack: rack.clone(),
+                        fenced: *fenced,
+                        clean_shutdown: *clean_shutdown,
                     },
                 );
+            }
+            MetadataRecord::BrokerFence { broker_id, broker_epoch, fenced } => {
+                let broker = self
+                    .brokers
+                    .get_mut(broker_id)
+                    .filter(|broker| broker.broker_epoch == *broker_epoch)
+                    .ok_or(ApplyError::StaleBrokerEpoch { broker_id: *broker_id, broker_epoch: *broker_epoch })?;
+                broker.fenced = *fenced;
             }
             MetadataRecord::Topic { name, topic_id } => {
                 if self.topics.contains_key(name) || self.names_by_id.contains_key(topic_id) {
@@ -268,6 +292,31 @@ impl MetadataImage {
         }
         self.records_applied += 1;
         Ok(())
+    }
+
+    /// Applies one metadata-log entry (a record batch) whole or not at all: every node folds
+    /// the committed log with this, so all of them skip the same entries.
+    ///
+    /// # Errors
+    /// [`SnapshotError::Decode`] or [`SnapshotError::Apply`]; the image is then unchanged.
+    pub fn apply_entry(&mut self, entry: &[u8]) -> Result<(), SnapshotError> {
+        let records = crate::record::decode_batch(entry).map_err(SnapshotError::Decode)?;
+        let mut next = self.clone();
+        for record in &records {
+            next.apply(record).map_err(SnapshotError::Apply)?;
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// Registered brokers that are not fenced, by id.
+    pub fn unfenced_brokers(&self) -> impl Iterator<Item = &BrokerRegistration> {
+        self.brokers.values().filter(|broker| !broker.fenced)
+    }
+
+    /// Whether a broker is registered and unfenced.
+    pub fn is_unfenced(&self, broker_id: NodeId) -> bool {
+        self.brokers.get(&broker_id).is_some_and(|broker| !broker.fenced)
     }
 
     /// First producer id not yet in any block.
@@ -373,7 +422,10 @@ mod tests {
                 host: "h".into(),
                 port: 9092,
                 rack: None,
+                fenced: true,
+                clean_shutdown: false,
             },
+            MetadataRecord::BrokerFence { broker_id: NodeId(1), broker_epoch: 4, fenced: false },
             MetadataRecord::Topic { name: "t".into(), topic_id },
             MetadataRecord::Partition {
                 topic_id,

@@ -32,6 +32,7 @@
 
 pub mod config;
 pub mod image;
+pub mod ops;
 pub mod record;
 
 pub use image::MetadataImage;

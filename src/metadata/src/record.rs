@@ -10,11 +10,11 @@
 use protocol::ids::{LeaderEpoch, NodeId, PartitionEpoch};
 
 /// A topic's 128-bit id (Kafka's topic UUID).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct TopicId(pub [u8; 16]);
 
 /// What a config record applies to.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ConfigResource {
     /// A topic's configs, by name.
     Topic(String),
@@ -23,7 +23,7 @@ pub enum ConfigResource {
 }
 
 /// One metadata change.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum MetadataRecord {
     /// A broker joined (or rejoined) with these endpoints.
     RegisterBroker {
@@ -37,6 +37,22 @@ pub enum MetadataRecord {
         port: u16,
         /// Rack, if configured.
         rack: Option<String>,
+        /// A fenced broker leads nothing and is not in Metadata responses. A broker joining a
+        /// cluster registers fenced and is unfenced once it has caught up with the metadata log;
+        /// a single node registers unfenced. (Version 0 records are unfenced.)
+        fenced: bool,
+        /// Whether the broker's previous run ended with a clean shutdown (its previous epoch
+        /// matched the registered one). Version 0 records say true.
+        clean_shutdown: bool,
+    },
+    /// A registered broker was fenced or unfenced (Kafka's BrokerRegistrationChangeRecord).
+    BrokerFence {
+        /// The broker.
+        broker_id: NodeId,
+        /// The registration this applies to; a record for an older epoch is refused.
+        broker_epoch: i64,
+        /// The new state.
+        fenced: bool,
     },
     /// A topic was created.
     Topic {
@@ -117,6 +133,12 @@ pub enum DecodeError {
         /// How many.
         remaining: usize,
     },
+    /// A boolean byte other than 0 or 1.
+    #[error("metadata record boolean byte is {value}")]
+    InvalidBool {
+        /// The byte.
+        value: u8,
+    },
     /// A list count larger than the input could hold.
     #[error("metadata record list of {count} items exceeds the input")]
     ListTooLong {
@@ -131,7 +153,9 @@ const TYPE_PARTITION: u8 = 3;
 const TYPE_CONFIG: u8 = 4;
 const TYPE_REMOVE_TOPIC: u8 = 5;
 const TYPE_ALLOCATE_PRODUCER_IDS: u8 = 6;
+const TYPE_BROKER_FENCE: u8 = 7;
 const VERSION_0: u8 = 0;
+const VERSION_1: u8 = 1;
 const NONE_STRING: u16 = u16::MAX;
 const RESOURCE_TOPIC: u8 = 0;
 const RESOURCE_BROKER: u8 = 1;
@@ -147,6 +171,9 @@ impl Writer {
     }
     fn i32(&mut self, value: i32) {
         self.0.extend_from_slice(&value.to_be_bytes());
+    }
+    fn bool(&mut self, value: bool) {
+        self.0.push(u8::from(value));
     }
     fn i64(&mut self, value: i64) {
         self.0.extend_from_slice(&value.to_be_bytes());
@@ -200,6 +227,13 @@ impl Reader<'_> {
     fn i32(&mut self) -> Result<i32, DecodeError> {
         Ok(self.u32()? as i32)
     }
+    fn bool(&mut self) -> Result<bool, DecodeError> {
+        match self.u8()? {
+            0 => Ok(false),
+            1 => Ok(true),
+            other => Err(DecodeError::InvalidBool { value: other }),
+        }
+    }
     fn i64(&mut self) -> Result<i64, DecodeError> {
         let raw = self.take(8)?;
         let mut bytes = [0u8; 8];
@@ -239,14 +273,23 @@ impl MetadataRecord {
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Writer(Vec::with_capacity(64));
         match self {
-            MetadataRecord::RegisterBroker { broker_id, broker_epoch, host, port, rack } => {
+            MetadataRecord::RegisterBroker { broker_id, broker_epoch, host, port, rack, fenced, clean_shutdown } => {
                 out.u8(TYPE_REGISTER_BROKER);
-                out.u8(VERSION_0);
+                out.u8(VERSION_1);
                 out.i32(broker_id.0);
                 out.i64(*broker_epoch);
                 out.string(host);
                 out.u16(*port);
                 out.optional_string(rack.as_deref());
+                out.bool(*fenced);
+                out.bool(*clean_shutdown);
+            }
+            MetadataRecord::BrokerFence { broker_id, broker_epoch, fenced } => {
+                out.u8(TYPE_BROKER_FENCE);
+                out.u8(VERSION_0);
+                out.i32(broker_id.0);
+                out.i64(*broker_epoch);
+                out.bool(*fenced);
             }
             MetadataRecord::Topic { name, topic_id } => {
                 out.u8(TYPE_TOPIC);
@@ -305,10 +348,11 @@ impl MetadataRecord {
         let mut input = Reader(bytes);
         let record_type = input.u8()?;
         let version = input.u8()?;
-        if !(TYPE_REGISTER_BROKER..=TYPE_ALLOCATE_PRODUCER_IDS).contains(&record_type) {
+        if !(TYPE_REGISTER_BROKER..=TYPE_BROKER_FENCE).contains(&record_type) {
             return Err(DecodeError::UnknownType { record_type });
         }
-        if version != VERSION_0 {
+        let newest = if record_type == TYPE_REGISTER_BROKER { VERSION_1 } else { VERSION_0 };
+        if version > newest {
             return Err(DecodeError::UnknownVersion { record_type, version });
         }
         let record = match record_type {
@@ -318,6 +362,13 @@ impl MetadataRecord {
                 host: input.string()?,
                 port: input.u16()?,
                 rack: input.optional_string()?,
+                fenced: version >= VERSION_1 && input.bool()?,
+                clean_shutdown: version < VERSION_1 || input.bool()?,
+            },
+            TYPE_BROKER_FENCE => MetadataRecord::BrokerFence {
+                broker_id: NodeId(input.i32()?),
+                broker_epoch: input.i64()?,
+                fenced: input.bool()?,
             },
             TYPE_TOPIC => MetadataRecord::Topic { name: input.string()?, topic_id: input.topic_id()? },
             TYPE_PARTITION => MetadataRecord::Partition {
@@ -362,15 +413,31 @@ mod tests {
 
     fn record() -> impl Strategy<Value = MetadataRecord> {
         prop_oneof![
-            (any::<i32>(), any::<i64>(), "[a-z.]{0,20}", any::<u16>(), proptest::option::of("[a-z0-9]{0,8}")).prop_map(
-                |(id, epoch, host, port, rack)| MetadataRecord::RegisterBroker {
-                    broker_id: NodeId(id),
-                    broker_epoch: epoch,
-                    host,
-                    port,
-                    rack
-                }
-            ),
+            (
+                any::<i32>(),
+                any::<i64>(),
+                "[a-z.]{0,20}",
+                any::<u16>(),
+                proptest::option::of("[a-z0-9]{0,8}"),
+                any::<bool>(),
+                any::<bool>()
+            )
+                .prop_map(|(id, epoch, host, port, rack, fenced, clean_shutdown)| {
+                    MetadataRecord::RegisterBroker {
+                        broker_id: NodeId(id),
+                        broker_epoch: epoch,
+                        host,
+                        port,
+                        rack,
+                        fenced,
+                        clean_shutdown,
+                    }
+                }),
+            (any::<i32>(), any::<i64>(), any::<bool>()).prop_map(|(id, epoch, fenced)| MetadataRecord::BrokerFence {
+                broker_id: NodeId(id),
+                broker_epoch: epoch,
+                fenced
+            }),
             ("[a-zA-Z0-9._-]{1,40}", any::<[u8; 16]>())
                 .prop_map(|(name, id)| MetadataRecord::Topic { name, topic_id: TopicId(id) }),
             (any::<[u8; 16]>(), any::<i32>(), nodes(), nodes(), any::<i32>(), any::<i32>(), any::<i32>()).prop_map(
@@ -428,6 +495,26 @@ mod tests {
         assert_eq!(record.encode(), expected);
         assert_eq!(MetadataRecord::decode(&[9, 0]), Err(DecodeError::UnknownType { record_type: 9 }));
         assert_eq!(MetadataRecord::decode(&[2, 1]), Err(DecodeError::UnknownVersion { record_type: 2, version: 1 }));
+    }
+
+    #[test]
+    fn version_0_broker_registrations_still_decode_as_unfenced_and_clean() {
+        // A version 0 registration as single-node data dirs hold them.
+        let mut bytes = vec![1, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0, 2, 0, 1, b'h', 0x23, 0x84, 0xff, 0xff];
+        assert_eq!(
+            MetadataRecord::decode(&bytes),
+            Ok(MetadataRecord::RegisterBroker {
+                broker_id: NodeId(7),
+                broker_epoch: 2,
+                host: "h".into(),
+                port: 9092,
+                rack: None,
+                fenced: false,
+                clean_shutdown: true,
+            })
+        );
+        bytes[1] = 1;
+        assert_eq!(MetadataRecord::decode(&bytes), Err(DecodeError::Truncated));
     }
 }
 

@@ -50,6 +50,7 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::CreatePartitions, 0, 0, 3),
     api(ApiKey::IncrementalAlterConfigs, 0, 0, 1),
     api(ApiKey::DescribeCluster, 0, 0, 1),
+    api(ApiKey::ElectLeaders, 0, 0, 2),
 ];
 
 /// The decodable version range of an API, or `None` if weir does not serve it.

@@ -111,6 +111,17 @@ pub enum ConfigError {
         /// `controller.listener.names` as written.
         controller_listener_names: String,
     },
+    /// Heartbeats no more often than sessions expire.
+    #[error(
+        "broker.heartbeat.interval.ms ({heartbeat_interval_ms}) must be below broker.session.timeout.ms ({session_timeout_ms}), \
+         or every broker is fenced between two heartbeats"
+    )]
+    HeartbeatNotBelowSession {
+        /// The interval.
+        heartbeat_interval_ms: u64,
+        /// The timeout.
+        session_timeout_ms: u64,
+    },
     /// A `process.roles` entry that is neither `broker` nor `controller`.
     #[error("process.roles: unknown role `{role}`: the roles are broker and controller (for example process.roles = \"broker,controller\")")]
     UnknownRole {
@@ -522,6 +533,11 @@ pub struct NodeConfig {
     ///
     /// Default: empty. Range: at most [`CONTROLLER_VOTERS_MAX`] voters, distinct ids.
     pub voters: Vec<Voter>,
+    /// `broker.session.timeout.ms`: the active controller fences a broker that has not
+    /// heartbeat for this long.
+    ///
+    /// Default: 9000. Range: above `broker.heartbeat.interval.ms`.
+    pub session_timeout_ms: u64,
 }
 
 impl NodeConfig {
@@ -589,8 +605,20 @@ impl NodeConfig {
             log_disk_reserve_bytes: settings.number("log.disk.reserve.bytes"),
             log_retention_check_interval_ms: settings.number("log.retention.check.interval.ms"),
             static_configs: settings.explicit().clone(),
+            cluster: (!voters.is_empty()).then(|| broker::ClusterConfig {
+                voters: voters.iter().map(|voter| (voter.node_id.0 as u64, voter.address())).collect(),
+                heartbeat_interval_ms: settings.number("broker.heartbeat.interval.ms"),
+            }),
         };
+        let session_timeout_ms: u64 = settings.number("broker.session.timeout.ms");
+        if broker.cluster.as_ref().is_some_and(|cluster| cluster.heartbeat_interval_ms >= session_timeout_ms) {
+            return Err(ConfigError::HeartbeatNotBelowSession {
+                heartbeat_interval_ms: broker.cluster.as_ref().map_or(0, |cluster| cluster.heartbeat_interval_ms),
+                session_timeout_ms,
+            });
+        }
         Ok(NodeConfig {
+            session_timeout_ms,
             broker,
             listen_host,
             listen_port,

@@ -28,25 +28,96 @@ pub enum NodeError {
     /// The broker could not start.
     #[error(transparent)]
     Broker(#[from] broker::BrokerError),
+    /// The controller's Raft log could not be opened.
+    #[error("cannot open the controller log: {0}")]
+    ControllerLog(#[from] storage::StorageError),
+    /// The controller could not start.
+    #[error(transparent)]
+    Controller(#[from] controller::ControllerError),
+}
+
+/// Directory (under the metadata directory) of a controller's Raft log.
+pub const RAFT_LOG_DIR: &str = "raft";
+
+async fn bind(address: &str) -> Result<rt::net::TcpListener, NodeError> {
+    rt::net::TcpListener::bind(address).await.map_err(|source| NodeError::Bind { address: address.to_owned(), source })
+}
+
+fn host_port(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+/// Starts this node's controller (when it is a voter of a multi-node quorum); the returned
+/// sender stops it when dropped.
+async fn start_controller(config: &NodeConfig) -> Result<Option<rt::sync::oneshot::Sender<()>>, NodeError> {
+    let Some((host, port)) = config.controller_listen.clone().filter(|_| !config.voters.is_empty()) else {
+        return Ok(None);
+    };
+    let address = host_port(&host, port);
+    let listener = bind(&address).await?;
+    let dir = config.broker.data_dir.join(broker::node::METADATA_DIR).join(RAFT_LOG_DIR);
+    let (store, recovered) = storage::raft_log::RaftLogStore::open_os(&dir)?;
+    let voters = config.voters.iter().map(|voter| (voter.node_id.0 as u64, voter.address())).collect();
+    let quorum_config = controller::QuorumConfig::new(config.broker.node_id.0 as u64, voters);
+    let (stop, stopped) = rt::sync::oneshot::channel::<()>();
+    let (control, streams) = rt::sync::mpsc::channel(controller::quorum::INBOX_MAX);
+    let applied = controller::service::AppliedLog::new();
+    let quorum = controller::Quorum::start(
+        quorum_config,
+        store,
+        recovered,
+        listener,
+        Some(control),
+        Some(applied.observer(None)),
+        async move {
+            let _ = stopped.await;
+        },
+    )?;
+    let _service = controller::service::ControllerService::start(quorum, applied, config.session_timeout_ms, streams);
+    tracing::info!(listener = %address, raft_log = %dir.display(), "controller serving the quorum");
+    println!("weir controller {} listening on {address}", config.broker.node_id.0);
+    Ok(Some(stop))
 }
 
 /// Starts a node and serves until the future `shutdown` completes.
 ///
+/// A node is a single node (no voters: its metadata log is a local file), or a member of a
+/// cluster: a controller (a voter, serving the quorum on its controller listener), a broker
+/// (following the quorum's log and serving Kafka clients), or both.
+///
 /// # Errors
-/// Bind and broker start errors.
+/// Bind, controller and broker start errors.
 pub async fn run_node(
     config: NodeConfig,
     disk: storage::SharedDisk,
     clock: rt::time::SharedClock,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<(), NodeError> {
-    let address = format!("{}:{}", config.listen_host, config.listen_port);
-    let listener = rt::net::TcpListener::bind(address.as_str())
-        .await
-        .map_err(|source| NodeError::Bind { address: address.clone(), source })?;
+    let stop_controller = if config.roles.controller { start_controller(&config).await? } else { None };
+    if !config.roles.broker {
+        shutdown.await;
+        drop(stop_controller);
+        return Ok(());
+    }
+    let address = host_port(&config.listen_host, config.listen_port);
+    let listener = bind(&address).await?;
     let broker = broker::Broker::start(config.broker.clone(), disk, clock).await?;
-    // Printed only once the listener is bound and the data directory recovered, so scripts
-    // may wait for this line.
+    // A cluster member accepts clients once it caught up with the metadata log.
+    let mut shutdown = std::pin::pin!(shutdown);
+    rt::select! {
+        () = broker.ready() => {}
+        () = &mut shutdown => {
+            broker.shutdown().await;
+            drop(stop_controller);
+            return Ok(());
+        }
+    }
+    // Printed only once the listener is bound, the data directory recovered and (in a
+    // cluster) the broker unfenced, so scripts may wait for this line.
     println!(
         "weir {} serving Kafka on {address} (data in {})",
         env!("CARGO_PKG_VERSION"),
@@ -64,6 +135,8 @@ pub async fn run_node(
     let accept = rt::task::spawn(async move { server.serve(listener).await });
     shutdown.await;
     accept.abort();
+    // The controller stays up through the broker's controlled shutdown, which it may serve.
     serving.shutdown().await;
+    drop(stop_controller);
     Ok(())
 }

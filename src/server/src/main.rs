@@ -96,6 +96,11 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// Show the cluster: nodes, roles, the active controller and fenced brokers.
+    Cluster {
+        #[command(subcommand)]
+        command: ClusterCommand,
+    },
     /// Run a local cluster of `weir server` processes on 127.0.0.1 until Ctrl-C.
     #[command(args_conflicts_with_subcommands = true, after_help = DEV_CLUSTER_HELP)]
     DevCluster {
@@ -119,6 +124,20 @@ const DEV_CLUSTER_HELP: &str =
     "Layout: DIR/node-<id>/ is node <id>'s data directory (log.dirs) and holds node.toml and \
 weir.log; DIR/cluster.json lists {\"nodes\": [{\"id\", \"pid\", \"kafka\", \"controller\"}]} (controller is null \
 for non-voters). Data is kept across runs. `weir dev-cluster restart --dir DIR --node ID` replaces one node's process.";
+
+#[derive(Debug, Subcommand)]
+enum ClusterCommand {
+    /// Ask the controllers for the quorum and the brokers.
+    Status {
+        /// Controller listener(s) to ask first, host:port[,host:port...]; every voter they list is
+        /// asked too.
+        #[arg(long, env = "WEIR_CONTROLLER", default_value = "127.0.0.1:9093", value_delimiter = ',')]
+        controller: Vec<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
 
 #[derive(Debug, Subcommand)]
 enum DevClusterCommand {
@@ -437,6 +456,9 @@ fn main() -> std::process::ExitCode {
                 }
             }
         }),
+        Command::Cluster { command: ClusterCommand::Status { controller, json } } => {
+            client_command(async move { cmd::cluster::status(&controller, json).await })
+        }
         Command::DevCluster { command: Some(DevClusterCommand::Restart { dir, node, signal }), .. } => {
             cmd::dev_cluster::restart(&dir, protocol::ids::NodeId(node), signal)
         }

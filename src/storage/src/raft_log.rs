@@ -171,6 +171,14 @@ impl RaftLogStore {
         }
     }
 
+    /// [`RaftLogStore::open`] on the operating system's files.
+    ///
+    /// # Errors
+    /// As [`RaftLogStore::open`].
+    pub fn open_os(dir: &Path) -> Result<(RaftLogStore, RecoveredRaftLog), StorageError> {
+        RaftLogStore::open(Arc::new(raft_engine::env::DefaultFileSystem), dir)
+    }
+
     /// The store's directory.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -55,11 +55,11 @@ pub(crate) fn describe_cluster(node: &Arc<Node>) -> DescribeClusterResponse {
     let image = node.image();
     DescribeClusterResponse::default()
         .with_cluster_id(str_bytes(node.cluster_id.clone()))
-        .with_controller_id(BrokerId(node.config.node_id.0))
+        .with_controller_id(BrokerId(node.controller_id()))
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
         .with_brokers(
             image
-                .brokers()
+                .unfenced_brokers()
                 .map(|broker| {
                     DescribeClusterBroker::default()
                         .with_broker_id(BrokerId(broker.broker_id.0))

@@ -13,11 +13,31 @@ pub(crate) fn error_code(error: &BrokerError) -> i16 {
             ResponseError::TopicAlreadyExists
         }
         BrokerError::MetadataApply(_) => ResponseError::UnknownTopicOrPartition,
+        BrokerError::Op(error) => return op_error_code(error).code(),
+        BrokerError::Controller(controller::ControllerError::Op(error)) => return op_error_code(error).code(),
+        BrokerError::Controller(controller::ControllerError::Invalid(_)) => ResponseError::InvalidRequest,
+        // Forwarding failed or its outcome is unknown: a retriable timeout, as Kafka's
+        // forwarding reports it.
+        BrokerError::Controller(_) | BrokerError::ApplyTimeout { .. } => ResponseError::RequestTimedOut,
         BrokerError::MetadataDecode(_) | BrokerError::DataDir { .. } | BrokerError::Io { .. } => {
             ResponseError::KafkaStorageError
         }
     };
     code.code()
+}
+
+/// The Kafka error for a metadata operation that does not fit.
+pub(crate) fn op_error_code(error: &metadata::ops::OpError) -> ResponseError {
+    use metadata::ops::OpError;
+    match error {
+        OpError::TopicExists { .. } => ResponseError::TopicAlreadyExists,
+        OpError::UnknownTopic => ResponseError::UnknownTopicOrPartition,
+        OpError::InvalidPartitions(_) => ResponseError::InvalidPartitions,
+        OpError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
+        OpError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
+        OpError::StaleBrokerEpoch { .. } => ResponseError::StaleBrokerEpoch,
+        OpError::Apply(_) => ResponseError::UnknownTopicOrPartition,
+    }
 }
 
 /// The Kafka error code for a storage error. A full disk is `KAFKA_STORAGE_ERROR`, which

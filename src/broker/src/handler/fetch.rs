@@ -39,9 +39,12 @@ async fn read_once(node: &Node, request: &FetchRequest) -> (FetchResponse, usize
         let name = topic.topic.0.as_str();
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for requested in &topic.partitions {
-            let Some(partition) = node.partition(name, requested.partition) else {
-                partitions.push(partition_error(requested.partition, ResponseError::UnknownTopicOrPartition));
-                continue;
+            let partition = match node.leader_partition(name, requested.partition) {
+                Ok(partition) => partition,
+                Err(error) => {
+                    partitions.push(partition_error(requested.partition, error));
+                    continue;
+                }
             };
             let high_watermark = partition.high_watermark();
             let log_start_offset = partition.log.log_start_offset();

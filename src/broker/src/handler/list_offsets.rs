@@ -34,11 +34,12 @@ pub(crate) async fn handle(node: &Arc<Node>, request: ListOffsetsRequest, versio
                 .with_timestamp(-1)
                 .with_offset(-1)
                 .with_leader_epoch(leader_epoch);
-            let Some(partition) = node.partition(&topic.name.0, requested.partition_index) else {
-                partitions.push(
-                    response.with_error_code(ResponseError::UnknownTopicOrPartition.code()).with_leader_epoch(-1),
-                );
-                continue;
+            let partition = match node.leader_partition(&topic.name.0, requested.partition_index) {
+                Ok(partition) => partition,
+                Err(error) => {
+                    partitions.push(response.with_error_code(error.code()).with_leader_epoch(-1));
+                    continue;
+                }
             };
             let answer = match requested.timestamp {
                 LATEST_TIMESTAMP => Ok(Some((partition.high_watermark(), -1))),

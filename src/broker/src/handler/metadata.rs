@@ -30,16 +30,24 @@ pub(crate) async fn ensure_topic(node: &Arc<Node>, name: &str, auto_create: bool
     if !auto_create {
         return Err(ResponseError::UnknownTopicOrPartition);
     }
-    match node.create_topic(name, node.config.num_partitions, &[]).await {
+    let factor = node.config.default_replication_factor;
+    match node.create_topic(name, node.config.num_partitions, factor, Vec::new(), &[]).await {
         Ok(_) => {
             tracing::info!(topic = name, partitions = node.config.num_partitions, "auto-created topic");
             Ok(())
         }
         // Another request created it meanwhile.
-        Err(crate::BrokerError::MetadataApply(metadata::image::ApplyError::TopicExists { .. })) => Ok(()),
+        Err(crate::BrokerError::Op(metadata::ops::OpError::TopicExists { .. }))
+        | Err(crate::BrokerError::Controller(controller::ControllerError::Op(metadata::ops::OpError::TopicExists {
+            ..
+        }))) => Ok(()),
         Err(error) => {
             tracing::warn!(topic = name, %error, "auto-create failed");
-            Err(ResponseError::KafkaStorageError)
+            Err(match error {
+                crate::BrokerError::Storage(_) | crate::BrokerError::Io { .. } => ResponseError::KafkaStorageError,
+                // Not enough live brokers yet, or the controller is away: clients retry.
+                _ => ResponseError::LeaderNotAvailable,
+            })
         }
     }
 }
@@ -49,7 +57,10 @@ fn topic_response(topic: &TopicImage) -> MetadataResponseTopic {
         .partitions
         .iter()
         .map(|(index, state)| {
+            let error =
+                if state.leader == metadata::ops::NO_LEADER { ResponseError::LeaderNotAvailable.code() } else { 0 };
             MetadataResponsePartition::default()
+                .with_error_code(error)
                 .with_partition_index(*index)
                 .with_leader_id(BrokerId(state.leader.0))
                 .with_leader_epoch(state.leader_epoch.0)
@@ -115,7 +126,7 @@ pub(crate) async fn handle(node: &Arc<Node>, request: MetadataRequest, version: 
     MetadataResponse::default()
         .with_brokers(
             image
-                .brokers()
+                .unfenced_brokers()
                 .map(|broker| {
                     MetadataResponseBroker::default()
                         .with_node_id(BrokerId(broker.broker_id.0))
@@ -126,7 +137,7 @@ pub(crate) async fn handle(node: &Arc<Node>, request: MetadataRequest, version: 
                 .collect(),
         )
         .with_cluster_id(Some(str_bytes(node.cluster_id.clone())))
-        .with_controller_id(BrokerId(node.config.node_id.0))
+        .with_controller_id(BrokerId(node.controller_id()))
         .with_topics(topics)
         .with_cluster_authorized_operations(AUTHORIZED_OPERATIONS_OMITTED)
 }

@@ -43,6 +43,9 @@ pub(crate) async fn dispatch(node: &Arc<Node>, request: Request) -> Reply {
         RequestKind::DeleteTopics(body) => {
             Reply::Now(ResponseKind::DeleteTopics(topics::delete_topics(node, body).await))
         }
+        RequestKind::ElectLeaders(body) => {
+            Reply::Now(ResponseKind::ElectLeaders(topics::elect_leaders(node, body).await))
+        }
         RequestKind::CreatePartitions(body) => {
             Reply::Now(ResponseKind::CreatePartitions(topics::create_partitions(node, body).await))
         }

@@ -88,8 +88,9 @@ fn validate_batches(records: &Bytes, settings: &TopicSettings, now_ms: i64) -> R
 
 async fn append_partition(node: &Arc<Node>, topic: &str, data: PartitionProduceData) -> Appended {
     let index = data.index;
-    let Some(partition) = node.partition(topic, index) else {
-        return failed(index, ResponseError::UnknownTopicOrPartition, None);
+    let partition = match node.leader_partition(topic, index) {
+        Ok(partition) => partition,
+        Err(error) => return failed(index, error, None),
     };
     let Some(records) = data.records else {
         return failed(index, ResponseError::CorruptMessage, Some("no records".into()));

@@ -24,9 +24,12 @@ pub(crate) async fn delete_records(node: &Arc<Node>, request: DeleteRecordsReque
             let result = DeleteRecordsPartitionResult::default()
                 .with_partition_index(requested.partition_index)
                 .with_low_watermark(-1);
-            let Some(partition) = node.partition(&topic.name.0, requested.partition_index) else {
-                partitions.push(result.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
-                continue;
+            let partition = match node.leader_partition(&topic.name.0, requested.partition_index) {
+                Ok(partition) => partition,
+                Err(error) => {
+                    partitions.push(result.with_error_code(error.code()));
+                    continue;
+                }
             };
             let high_watermark = partition.high_watermark();
             let target = if requested.offset == HIGH_WATERMARK { high_watermark } else { Offset(requested.offset) };

@@ -4,7 +4,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use metadata::config::{effective_topic_configs, validate_topic_config};
+use metadata::ops::PreferredElection;
 use metadata::record::TopicId;
+use protocol::ids::NodeId;
 use protocol::kafka_protocol::messages::create_partitions_request::CreatePartitionsRequest;
 use protocol::kafka_protocol::messages::create_partitions_response::{
     CreatePartitionsResponse, CreatePartitionsTopicResult,
@@ -15,6 +17,10 @@ use protocol::kafka_protocol::messages::create_topics_response::{
 };
 use protocol::kafka_protocol::messages::delete_topics_request::DeleteTopicsRequest;
 use protocol::kafka_protocol::messages::delete_topics_response::{DeletableTopicResult, DeleteTopicsResponse};
+use protocol::kafka_protocol::messages::elect_leaders_request::ElectLeadersRequest;
+use protocol::kafka_protocol::messages::elect_leaders_response::{
+    ElectLeadersResponse, PartitionResult, ReplicaElectionResult,
+};
 use protocol::kafka_protocol::messages::TopicName;
 use protocol::names::validate_topic_name;
 use protocol::ResponseError;
@@ -25,14 +31,23 @@ use crate::node::{Node, TOPIC_PARTITIONS_MAX};
 
 type Refusal = (ResponseError, String);
 
-/// Checks a topic creation and returns (partitions, replication factor, configs).
-fn plan_topic(node: &Node, topic: &CreatableTopic) -> Result<(i32, i16, Vec<(String, String)>), Refusal> {
+/// A checked topic creation.
+struct TopicPlan {
+    partitions: i32,
+    replication_factor: i16,
+    assignments: Vec<Vec<NodeId>>,
+    configs: Vec<(String, String)>,
+}
+
+/// Checks a topic creation against this broker's image (the controller checks again against
+/// the latest one when it commits).
+fn plan_topic(node: &Node, topic: &CreatableTopic) -> Result<TopicPlan, Refusal> {
     let name = topic.name.0.as_str();
     validate_topic_name(name).map_err(|error| (ResponseError::InvalidTopicException, error.to_string()))?;
     if node.image().topic(name).is_some() {
         return Err((ResponseError::TopicAlreadyExists, format!("Topic '{name}' already exists.")));
     }
-    let brokers = node.image().brokers().count().max(1);
+    let mut assignments = Vec::new();
     let (partitions, replication_factor) = if topic.assignments.is_empty() {
         let partitions = if topic.num_partitions == -1 { node.config.num_partitions } else { topic.num_partitions };
         let factor = if topic.replication_factor == -1 {
@@ -55,25 +70,15 @@ fn plan_topic(node: &Node, topic: &CreatableTopic) -> Result<(i32, i16, Vec<(Str
                     "assignments must cover partitions 0..n in order".into(),
                 ));
             }
-            if assignment.broker_ids.len() != 1 || assignment.broker_ids[0].0 != node.config.node_id.0 {
-                return Err((
-                    ResponseError::InvalidReplicaAssignment,
-                    format!("this single-node cluster only has broker {}", node.config.node_id.0),
-                ));
-            }
+            assignments.push(assignment.broker_ids.iter().map(|id| NodeId(id.0)).collect::<Vec<_>>());
         }
-        (topic.assignments.len() as i32, 1)
+        let factor = assignments.first().map_or(0, Vec::len) as i16;
+        (topic.assignments.len() as i32, factor)
     };
     if !(1..=TOPIC_PARTITIONS_MAX).contains(&partitions) {
         return Err((
             ResponseError::InvalidPartitions,
             format!("Number of partitions must be between 1 and {TOPIC_PARTITIONS_MAX}, got {partitions}."),
-        ));
-    }
-    if replication_factor < 1 || replication_factor as usize > brokers {
-        return Err((
-            ResponseError::InvalidReplicationFactor,
-            format!("Replication factor: {replication_factor} larger than available brokers: {brokers}."),
         ));
     }
     let mut seen = BTreeSet::new();
@@ -89,7 +94,7 @@ fn plan_topic(node: &Node, topic: &CreatableTopic) -> Result<(i32, i16, Vec<(Str
         validate_topic_config(&key, value).map_err(|error| (ResponseError::InvalidConfig, error.to_string()))?;
         configs.push((key, value.to_string()));
     }
-    Ok((partitions, replication_factor, configs))
+    Ok(TopicPlan { partitions, replication_factor, assignments, configs })
 }
 
 /// Handles CreateTopics.
@@ -120,26 +125,27 @@ pub(crate) async fn create_topics(
             );
             continue;
         }
-        let (partitions, replication_factor, configs) = match plan_topic(node, topic) {
+        let TopicPlan { partitions, replication_factor, assignments, configs } = match plan_topic(node, topic) {
             Ok(plan) => plan,
             Err((error, message)) => {
                 results.push(result.with_error_code(error.code()).with_error_message(Some(str_bytes(message))));
                 continue;
             }
         };
-        let topic_id = if request.validate_only {
-            TopicId::default()
+        let created = if request.validate_only {
+            let op =
+                node.create_topic_op(&name, TopicId::default(), partitions, replication_factor, assignments, &configs);
+            metadata::ops::plan(&node.image(), &op).map(|_| TopicId::default()).map_err(crate::BrokerError::Op)
         } else {
-            match node.create_topic(&name, partitions, &configs).await {
-                Ok(topic_id) => topic_id,
-                Err(error) => {
-                    results.push(
-                        result
-                            .with_error_code(error_code(&error))
-                            .with_error_message(Some(str_bytes(error.to_string()))),
-                    );
-                    continue;
-                }
+            node.create_topic(&name, partitions, replication_factor, assignments, &configs).await
+        };
+        let topic_id = match created {
+            Ok(topic_id) => topic_id,
+            Err(error) => {
+                results.push(
+                    result.with_error_code(error_code(&error)).with_error_message(Some(str_bytes(error.to_string()))),
+                );
+                continue;
             }
         };
         let overrides = configs.iter().cloned().collect();
@@ -223,16 +229,6 @@ pub(crate) async fn create_partitions(node: &Arc<Node>, request: CreatePartition
                 ResponseError::InvalidPartitions,
                 format!("Number of partitions must be at most {TOPIC_PARTITIONS_MAX}."),
             ))
-        } else if topic.assignments.as_ref().is_some_and(|assignments| {
-            assignments.len() as i32 != topic.count - current
-                || assignments.iter().any(|assignment| {
-                    assignment.broker_ids.iter().map(|id| id.0).collect::<Vec<_>>() != [node.config.node_id.0]
-                })
-        }) {
-            Some((
-                ResponseError::InvalidReplicaAssignment,
-                format!("each new partition must be assigned to broker {} only", node.config.node_id.0),
-            ))
         } else {
             None
         };
@@ -240,16 +236,99 @@ pub(crate) async fn create_partitions(node: &Arc<Node>, request: CreatePartition
             results.push(result.with_error_code(error.code()).with_error_message(Some(str_bytes(message))));
             continue;
         }
-        if !request.validate_only {
-            let (name, topic_id) = (existing.name.clone(), existing.topic_id);
-            if let Err(error) = node.create_partitions(&name, topic_id, current, topic.count).await {
-                results.push(
-                    result.with_error_code(error_code(&error)).with_error_message(Some(str_bytes(error.to_string()))),
-                );
-                continue;
-            }
+        let assignments: Vec<Vec<NodeId>> = topic
+            .assignments
+            .iter()
+            .flatten()
+            .map(|assignment| assignment.broker_ids.iter().map(|id| NodeId(id.0)).collect())
+            .collect();
+        let topic_id = existing.topic_id;
+        let outcome = if request.validate_only {
+            let op = metadata::ops::MetadataOp::CreatePartitions {
+                topic_id,
+                total: topic.count,
+                assignments,
+                placement_seed: 0,
+            };
+            metadata::ops::plan(&image, &op).map(|_| ()).map_err(crate::BrokerError::Op)
+        } else {
+            node.create_partitions(topic_id, topic.count, assignments).await
+        };
+        if let Err(error) = outcome {
+            results.push(
+                result.with_error_code(error_code(&error)).with_error_message(Some(str_bytes(error.to_string()))),
+            );
+            continue;
         }
         results.push(result);
     }
     CreatePartitionsResponse::default().with_results(results)
+}
+
+/// Kafka's election type for the preferred replica.
+const ELECTION_PREFERRED: i8 = 0;
+
+/// Handles ElectLeaders: preferred-replica elections (all partitions when none are named).
+/// Unclean elections are refused until replication brings the ISR rules they bypass.
+pub(crate) async fn elect_leaders(node: &Arc<Node>, request: ElectLeadersRequest) -> ElectLeadersResponse {
+    let image = node.image();
+    let wanted: Vec<(String, Vec<i32>)> = match request.topic_partitions {
+        Some(topics) => topics.into_iter().map(|topic| (topic.topic.0.to_string(), topic.partitions)).collect(),
+        None => image.topics().map(|topic| (topic.name.clone(), topic.partitions.keys().copied().collect())).collect(),
+    };
+    let mut outcomes = Vec::new();
+    let mut elect = Vec::new();
+    for (name, partitions) in &wanted {
+        for partition in partitions {
+            let topic_id = image.topic(name).map(|topic| topic.topic_id);
+            let outcome = if request.election_type != ELECTION_PREFERRED {
+                Err((ResponseError::InvalidRequest, "only preferred-replica elections are supported".to_owned()))
+            } else {
+                match topic_id.map(|id| (id, metadata::ops::preferred_election(&image, id, *partition))) {
+                    None | Some((_, PreferredElection::UnknownPartition)) => {
+                        Err((ResponseError::UnknownTopicOrPartition, "no such partition".to_owned()))
+                    }
+                    Some((_, PreferredElection::NotNeeded)) => {
+                        Err((ResponseError::ElectionNotNeeded, "the preferred replica already leads".to_owned()))
+                    }
+                    Some((_, PreferredElection::NotAvailable)) => Err((
+                        ResponseError::PreferredLeaderNotAvailable,
+                        "the preferred replica is fenced or not in the ISR".to_owned(),
+                    )),
+                    Some((id, PreferredElection::Elect)) => {
+                        elect.push((id, *partition));
+                        Ok(())
+                    }
+                }
+            };
+            outcomes.push((name.clone(), *partition, outcome));
+        }
+    }
+    let committed = if elect.is_empty() { Ok(()) } else { node.elect_preferred_leaders(elect).await };
+    let mut results: Vec<ReplicaElectionResult> = Vec::new();
+    for (name, partition, outcome) in outcomes {
+        let outcome = match (&committed, outcome) {
+            (Err(error), Ok(())) => Err((
+                ResponseError::try_from_code(error_code(error)).unwrap_or(ResponseError::UnknownServerError),
+                error.to_string(),
+            )),
+            (_, outcome) => outcome,
+        };
+        let result = match outcome {
+            Ok(()) => PartitionResult::default().with_partition_id(partition),
+            Err((error, message)) => PartitionResult::default()
+                .with_partition_id(partition)
+                .with_error_code(error.code())
+                .with_error_message(Some(str_bytes(message))),
+        };
+        match results.last_mut().filter(|last| last.topic.0.as_str() == name) {
+            Some(last) => last.partition_result.push(result),
+            None => results.push(
+                ReplicaElectionResult::default()
+                    .with_topic(TopicName(str_bytes(name)))
+                    .with_partition_result(vec![result]),
+            ),
+        }
+    }
+    ElectLeadersResponse::default().with_replica_election_results(results)
 }

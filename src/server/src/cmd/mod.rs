@@ -1,6 +1,7 @@
 //! CLI commands: front ends over the native client, and `dev-cluster`, which runs nodes.
 
 pub mod bench;
+pub mod cluster;
 pub mod consume;
 // Real processes and signals: not part of the simulated node.
 #[cfg(not(madsim))]

@@ -1,0 +1,371 @@
+//! The controller's RPC service: broker registration, heartbeats and fencing, forwarded
+//! metadata operations, and the metadata-log fetch brokers follow the log with.
+//!
+//! Sessions live only in the active controller's memory, as in KRaft: a controller that
+//! becomes active gives every unfenced broker a fresh session (a full
+//! `broker.session.timeout.ms` to heartbeat) rather than fencing on stale knowledge. A broker
+//! whose session expires is fenced (its leaderships move, see [`metadata::ops`]); it is
+//! unfenced once a heartbeat shows it applied the log up to its registration.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use metadata::ops::MetadataOp;
+use metadata::record::MetadataRecord;
+use protocol::ids::NodeId;
+use rt::net::TcpStream;
+use rt::sync::{mpsc, watch};
+
+use crate::quorum::{AppliedEntry, ApplyObserver, Quorum, Role};
+use crate::rpc::{self, ClusterStatus, ControlError, ControlRequest, ControlResponse, LogPart};
+
+/// Applied entries kept for brokers to fetch; older ones are served as a snapshot.
+pub const APPLIED_LOG_ENTRIES_MAX: usize = 8_192;
+/// Bytes of applied entries kept.
+pub const APPLIED_LOG_BYTES_MAX: usize = 32 * 1024 * 1024;
+/// Bytes of entries in one fetch answer (at least one entry is sent).
+pub const FETCH_BYTES_MAX: usize = 4 * 1024 * 1024;
+/// Longest a fetch may wait for a new entry.
+pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
+/// How often the active controller looks for expired sessions.
+pub const SESSION_CHECK_INTERVAL_MS: u64 = 100;
+/// Kafka's default `broker.session.timeout.ms`.
+pub const BROKER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 9_000;
+
+/// The committed entries this controller applied recently, for brokers following the log.
+#[derive(Debug)]
+pub struct AppliedLog {
+    inner: Mutex<AppliedLogInner>,
+    changed: watch::Sender<u64>,
+}
+
+#[derive(Debug, Default)]
+struct AppliedLogInner {
+    /// Entries held start right after this index.
+    base: u64,
+    entries: VecDeque<(u64, Bytes)>,
+    bytes: usize,
+}
+
+impl AppliedLog {
+    /// An empty log.
+    pub fn new() -> Arc<AppliedLog> {
+        let (changed, _) = watch::channel(0);
+        Arc::new(AppliedLog { inner: Mutex::new(AppliedLogInner::default()), changed })
+    }
+
+    /// The observer to give [`Quorum::start`], chaining `then` (for the simulator's checks).
+    pub fn observer(self: &Arc<Self>, then: Option<ApplyObserver>) -> ApplyObserver {
+        let log = Arc::clone(self);
+        Arc::new(move |entry: &AppliedEntry| {
+            log.record(entry);
+            if let Some(then) = &then {
+                then(entry);
+            }
+        })
+    }
+
+    fn record(&self, entry: &AppliedEntry) {
+        let mut inner = self.inner.lock().expect("applied log lock is never poisoned");
+        let next = inner.base + inner.entries.len() as u64 + 1;
+        if entry.from_snapshot || entry.index != next {
+            // A restored snapshot (or the first entry after one): what came before is served
+            // as a snapshot from now on.
+            inner.entries.clear();
+            inner.bytes = 0;
+            inner.base = if entry.from_snapshot { entry.index } else { entry.index - 1 };
+        }
+        if !entry.from_snapshot {
+            inner.bytes += entry.data.len();
+            inner.entries.push_back((entry.index, entry.data.clone()));
+            while inner.entries.len() > APPLIED_LOG_ENTRIES_MAX || inner.bytes > APPLIED_LOG_BYTES_MAX {
+                let (_, data) = inner.entries.pop_front().expect("over the bound means not empty");
+                inner.bytes -= data.len();
+                inner.base += 1;
+            }
+        }
+        drop(inner);
+        let _ = self.changed.send_replace(entry.index);
+    }
+
+    /// Entries from `from_index` on (up to [`FETCH_BYTES_MAX`]), or `None` if some of them are
+    /// no longer held.
+    fn read(&self, from_index: u64) -> Option<Vec<(u64, Bytes)>> {
+        let inner = self.inner.lock().expect("applied log lock is never poisoned");
+        if from_index <= inner.base {
+            return None;
+        }
+        let skip = (from_index - inner.base - 1) as usize;
+        let mut bytes = 0;
+        let mut entries = Vec::new();
+        for (index, data) in inner.entries.iter().skip(skip) {
+            if !entries.is_empty() && bytes + data.len() > FETCH_BYTES_MAX {
+                break;
+            }
+            bytes += data.len();
+            entries.push((*index, data.clone()));
+        }
+        Some(entries)
+    }
+}
+
+/// A broker's session with the active controller.
+#[derive(Debug, Clone, Copy)]
+struct Session {
+    broker_epoch: i64,
+    last_heartbeat: rt::time::Instant,
+    /// The broker is caught up once it has applied this index.
+    caught_up_at: u64,
+}
+
+/// The service of one controller.
+#[derive(Debug)]
+pub struct ControllerService {
+    quorum: Quorum,
+    log: Arc<AppliedLog>,
+    session_timeout: Duration,
+    sessions: Mutex<BTreeMap<NodeId, Session>>,
+}
+
+impl ControllerService {
+    /// Starts serving the control connections `streams` (handed over by the quorum's listener)
+    /// and the session checks.
+    pub fn start(
+        quorum: Quorum,
+        log: Arc<AppliedLog>,
+        session_timeout_ms: u64,
+        mut streams: mpsc::Receiver<TcpStream>,
+    ) -> Arc<ControllerService> {
+        let service = Arc::new(ControllerService {
+            quorum,
+            log,
+            session_timeout: Duration::from_millis(session_timeout_ms),
+            sessions: Mutex::new(BTreeMap::new()),
+        });
+        let serving = Arc::clone(&service);
+        drop(rt::task::spawn(async move {
+            while let Some(stream) = streams.recv().await {
+                let service = Arc::clone(&serving);
+                drop(rt::task::spawn(async move {
+                    if let Err(error) = service.serve(stream).await {
+                        tracing::debug!(%error, "control connection closed");
+                    }
+                }));
+            }
+        }));
+        let checking = Arc::clone(&service);
+        drop(rt::task::spawn(async move { checking.check_sessions().await }));
+        service
+    }
+
+    async fn serve(&self, mut stream: TcpStream) -> std::io::Result<()> {
+        loop {
+            let (request, _) = match rpc::read_frame::<ControlRequest>(&mut stream).await {
+                Ok(request) => request,
+                Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(error) => return Err(error),
+            };
+            let (response, blob) = self.handle(request).await;
+            rpc::write_frame(&mut stream, &response, &blob).await?;
+        }
+    }
+
+    async fn handle(&self, request: ControlRequest) -> (ControlResponse, Bytes) {
+        let result = match request {
+            ControlRequest::Register { broker_id, host, port, rack, previous_broker_epoch } => {
+                self.register(broker_id, host, port, rack, previous_broker_epoch).await
+            }
+            ControlRequest::Heartbeat { broker_id, broker_epoch, applied_index, want_shutdown } => {
+                self.heartbeat(broker_id, broker_epoch, applied_index, want_shutdown).await
+            }
+            ControlRequest::Op(op) => match self.quorum.propose_op(op).await {
+                Ok((index, records)) => Ok(ControlResponse::Applied { index, records }),
+                Err(error) => Err(error.into()),
+            },
+            ControlRequest::FetchLog { from_index, max_wait_ms } => {
+                return self.fetch_log(from_index, max_wait_ms.min(FETCH_WAIT_MS_MAX)).await;
+            }
+            ControlRequest::Status => Ok(ControlResponse::Status(self.status())),
+        };
+        (result.unwrap_or_else(ControlResponse::Error), Bytes::new())
+    }
+
+    fn leading(&self) -> Result<(), ControlError> {
+        let status = self.quorum.status();
+        if status.role == Role::Leader {
+            Ok(())
+        } else {
+            Err(ControlError::NotController { leader_id: status.leader_id })
+        }
+    }
+
+    async fn register(
+        &self,
+        broker_id: NodeId,
+        host: String,
+        port: u16,
+        rack: Option<String>,
+        previous_broker_epoch: i64,
+    ) -> Result<ControlResponse, ControlError> {
+        let op = MetadataOp::RegisterBroker { broker_id, host, port, rack, previous_broker_epoch, fenced: true };
+        let (index, records) = self.quorum.propose_op(op).await?;
+        let Some(MetadataRecord::RegisterBroker { broker_epoch, clean_shutdown, .. }) = records.first() else {
+            return Err(ControlError::Invalid("registration planned no record".into()));
+        };
+        if !clean_shutdown {
+            tracing::warn!(broker_id = broker_id.0, "broker registered after an unclean shutdown");
+        }
+        tracing::info!(broker_id = broker_id.0, broker_epoch, index, "broker registered");
+        let session =
+            Session { broker_epoch: *broker_epoch, last_heartbeat: rt::time::Instant::now(), caught_up_at: index };
+        let _ = self.sessions.lock().expect("sessions lock is never poisoned").insert(broker_id, session);
+        Ok(ControlResponse::Registered { broker_epoch: *broker_epoch, index })
+    }
+
+    async fn heartbeat(
+        &self,
+        broker_id: NodeId,
+        broker_epoch: i64,
+        applied_index: u64,
+        want_shutdown: bool,
+    ) -> Result<ControlResponse, ControlError> {
+        self.leading()?;
+        let committed = self.quorum.image();
+        let registered =
+            committed.image.broker(broker_id).filter(|broker| broker.broker_epoch == broker_epoch).cloned();
+        let Some(registration) = registered else {
+            return Err(ControlError::Op(metadata::ops::OpError::StaleBrokerEpoch { broker_id, broker_epoch }));
+        };
+        let session = {
+            let mut sessions = self.sessions.lock().expect("sessions lock is never poisoned");
+            let session = sessions.entry(broker_id).or_insert(Session {
+                broker_epoch,
+                last_heartbeat: rt::time::Instant::now(),
+                // A session this controller did not see register: caught up once the broker has
+                // what this controller has now.
+                caught_up_at: committed.applied_index,
+            });
+            if session.broker_epoch != broker_epoch {
+                *session = Session {
+                    broker_epoch,
+                    last_heartbeat: rt::time::Instant::now(),
+                    caught_up_at: committed.applied_index,
+                };
+            }
+            session.last_heartbeat = rt::time::Instant::now();
+            *session
+        };
+        let caught_up = applied_index >= session.caught_up_at;
+        let mut fenced = registration.fenced;
+        if want_shutdown && !fenced {
+            let _ = self.quorum.propose_op(MetadataOp::FenceBroker { broker_id, broker_epoch }).await?;
+            tracing::info!(broker_id = broker_id.0, "controlled shutdown: leadership moved away");
+            fenced = true;
+        } else if !want_shutdown && fenced && caught_up {
+            let _ = self.quorum.propose_op(MetadataOp::UnfenceBroker { broker_id, broker_epoch }).await?;
+            tracing::info!(broker_id = broker_id.0, broker_epoch, "broker caught up; unfenced");
+            fenced = false;
+        }
+        Ok(ControlResponse::Heartbeat { fenced, caught_up, should_shut_down: want_shutdown && fenced })
+    }
+
+    async fn fetch_log(&self, from_index: u64, max_wait_ms: u64) -> (ControlResponse, Bytes) {
+        let mut changed = self.log.changed.subscribe();
+        let deadline = rt::time::Instant::now() + Duration::from_millis(max_wait_ms);
+        loop {
+            let mut blob = BytesMut::new();
+            let mut snapshot = None;
+            let entries = match self.log.read(from_index) {
+                Some(entries) => entries,
+                None => {
+                    let committed = self.quorum.image();
+                    let bytes = committed.image.to_snapshot();
+                    snapshot = Some(LogPart { index: committed.applied_index, length: bytes.len() as u32 });
+                    blob.extend_from_slice(&bytes);
+                    self.log.read(committed.applied_index + 1).unwrap_or_default()
+                }
+            };
+            if snapshot.is_some() || !entries.is_empty() || rt::time::Instant::now() >= deadline {
+                let parts = entries
+                    .into_iter()
+                    .map(|(index, data)| {
+                        blob.extend_from_slice(&data);
+                        LogPart { index, length: data.len() as u32 }
+                    })
+                    .collect();
+                let leader_id = self.quorum.status().leader_id;
+                return (ControlResponse::Log { snapshot, entries: parts, leader_id }, blob.freeze());
+            }
+            let _ = rt::time::timeout_at(deadline, changed.changed()).await;
+        }
+    }
+
+    fn status(&self) -> ClusterStatus {
+        let status = self.quorum.status();
+        let committed = self.quorum.image();
+        ClusterStatus {
+            node_id: status.node_id,
+            role: match status.role {
+                Role::Leader => "leader",
+                Role::Follower => "follower",
+                Role::Candidate => "candidate",
+            }
+            .to_owned(),
+            term: status.term,
+            leader_id: status.leader_id,
+            commit_index: status.commit_index,
+            applied_index: status.applied_index,
+            voters: self.quorum.voters().iter().map(|(id, address)| (*id, address.clone())).collect(),
+            brokers: committed.image.brokers().cloned().collect(),
+        }
+    }
+
+    /// On the active controller: fences unfenced brokers whose session expired. A controller
+    /// that becomes active starts every session afresh.
+    async fn check_sessions(&self) {
+        let mut was_leading_term = None;
+        loop {
+            rt::time::sleep(Duration::from_millis(SESSION_CHECK_INTERVAL_MS)).await;
+            let status = self.quorum.status();
+            if status.role != Role::Leader {
+                was_leading_term = None;
+                continue;
+            }
+            let now = rt::time::Instant::now();
+            if was_leading_term != Some(status.term) {
+                self.sessions.lock().expect("sessions lock is never poisoned").clear();
+                was_leading_term = Some(status.term);
+            }
+            let committed = self.quorum.image();
+            let mut expired = Vec::new();
+            {
+                let mut sessions = self.sessions.lock().expect("sessions lock is never poisoned");
+                for broker in committed.image.unfenced_brokers() {
+                    let session = sessions.entry(broker.broker_id).or_insert(Session {
+                        broker_epoch: broker.broker_epoch,
+                        last_heartbeat: now,
+                        caught_up_at: committed.applied_index,
+                    });
+                    if session.broker_epoch != broker.broker_epoch {
+                        *session = Session {
+                            broker_epoch: broker.broker_epoch,
+                            last_heartbeat: now,
+                            caught_up_at: committed.applied_index,
+                        };
+                    }
+                    if now.duration_since(session.last_heartbeat) > self.session_timeout {
+                        expired.push((broker.broker_id, broker.broker_epoch));
+                    }
+                }
+            }
+            for (broker_id, broker_epoch) in expired {
+                match self.quorum.propose_op(MetadataOp::FenceBroker { broker_id, broker_epoch }).await {
+                    Ok(_) => tracing::warn!(broker_id = broker_id.0, "broker session expired; fenced"),
+                    Err(error) => tracing::debug!(broker_id = broker_id.0, %error, "fencing deferred"),
+                }
+            }
+        }
+    }
+}
