@@ -1,9 +1,8 @@
 //! `weir dev-cluster`: a supervisor that runs real `weir server` nodes, replaces one on
 //! `dev-cluster restart`, and stops them all on SIGTERM.
 //!
-//! Until the controller quorum is wired into the node, each node is an independent single
-//! node; these tests check the process management and the addresses, which the quorum will not
-//! change (KIP-595 describes the quorum the voters will form).
+//! The nodes form one cluster (three controller voters that are also brokers); the failover
+//! test kills the active controller and checks the cluster carries on.
 
 use std::fs::File;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -12,10 +11,12 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread;
 use std::time::{Duration, Instant, SystemTime};
 
-use client::admin::Admin;
+use client::admin::{Admin, NewTopic};
+use client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
+use client::PartitionInfo;
 
-use crate::harness::{run_bounded, scrub_weir_environment, tail, weir_binary, STOP_TIMEOUT};
-use crate::tester::connect;
+use crate::harness::{python, repo_root, run_bounded, scrub_weir_environment, tail, weir_binary, STOP_TIMEOUT};
+use crate::tester::{connect, connect_any, read_to_end};
 
 /// Nodes of the test cluster; three voters.
 const NODES: u16 = 3;
@@ -130,6 +131,11 @@ impl DevCluster {
     /// Starts `weir dev-cluster --nodes N` on free ports and waits until `cluster.json` lists
     /// every node and the supervisor reports them serving.
     fn start_nodes(nodes: u16) -> DevCluster {
+        DevCluster::start_nodes_with(nodes, &[])
+    }
+
+    /// [`DevCluster::start_nodes`] with `WEIR_*` settings every node inherits.
+    fn start_nodes_with(nodes: u16, settings: &[(&str, &str)]) -> DevCluster {
         let temporary = tempfile::Builder::new().prefix("weir-dev-cluster-").tempdir().expect("tempdir");
         let root = temporary.path().to_path_buf();
         let mut cluster = DevCluster {
@@ -151,6 +157,9 @@ impl DevCluster {
                 .stdout(File::create(&cluster.stdout).expect("create the stdout file"))
                 .stderr(File::create(&cluster.stderr).expect("create the stderr file"));
             scrub_weir_environment(&mut command);
+            for (name, value) in settings {
+                let _ = command.env(name, value);
+            }
             cluster.supervisor = Some(command.spawn().expect("weir dev-cluster starts"));
             match cluster.wait_until_serving() {
                 Ok(()) => return cluster,
@@ -322,4 +331,170 @@ fn dev_cluster_refuses_a_directory_whose_cluster_runs() {
         "the refusal names the running node's pid:\n{}",
         output.stderr
     );
+}
+
+/// Session timeout of the failover test's brokers: short, so a killed broker is fenced soon.
+const FAILOVER_SESSION_TIMEOUT_MS: &str = "3000";
+const FAILOVER_HEARTBEAT_INTERVAL_MS: &str = "500";
+/// How long the cluster may take to elect a new controller and move partition leaders.
+const FAILOVER_TIMEOUT: Duration = Duration::from_secs(60);
+/// Records produced per partition before and after the kill.
+const FAILOVER_RECORDS: usize = 30;
+
+/// `weir cluster status --json` against the listed controllers.
+fn cluster_status(controllers: &[String]) -> Option<serde_json::Value> {
+    let mut command = Command::new(weir_binary());
+    let _ = command.args(["cluster", "status", "--json", "--controller", &controllers.join(",")]);
+    scrub_weir_environment(&mut command);
+    let output = run_bounded(&mut command, None, Duration::from_secs(30));
+    if !output.status.success() {
+        return None;
+    }
+    serde_json::from_str(&output.stdout).ok()
+}
+
+fn active_controller(status: &serde_json::Value) -> Option<i64> {
+    status["active_controller"].as_i64()
+}
+
+/// Creates a topic, retrying while the controller quorum is between leaders.
+async fn create_topic_eventually(client: &client::Client, name: &str, partitions: i32, factor: i16) {
+    let admin = Admin::new(client);
+    let deadline = Instant::now() + FAILOVER_TIMEOUT;
+    loop {
+        let topic = NewTopic { num_partitions: partitions, replication_factor: factor, ..NewTopic::new(name) };
+        let outcome = admin.create_topics(&[topic], false).await;
+        match outcome.as_ref().map(|results| &results[0].1) {
+            Ok(Ok(())) => return,
+            other => {
+                assert!(Instant::now() < deadline, "creating {name} kept failing: {other:?}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+/// Waits until every partition of `topic` is led by one of `live`.
+async fn leaders_among(client: &client::Client, topic: &str, live: &[i32]) -> Vec<PartitionInfo> {
+    let deadline = Instant::now() + FAILOVER_TIMEOUT;
+    loop {
+        let _ = client.refresh_metadata(Some(&[topic.to_owned()])).await;
+        let partitions = client.partitions_for(topic).await.unwrap_or_default();
+        if !partitions.is_empty() && partitions.iter().all(|partition| live.contains(&partition.leader)) {
+            return partitions;
+        }
+        assert!(Instant::now() < deadline, "{topic} has partitions without a live leader: {partitions:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Produces `FAILOVER_RECORDS` per partition with acks=all and reads everything back.
+async fn produce_and_read_back(client: &client::Client, topic: &str, partitions: i32, label: &str) {
+    let producer = Producer::new(client.clone(), ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
+        .expect("valid producer config");
+    let mut written = std::collections::BTreeSet::new();
+    for partition in 0..partitions {
+        for index in 0..FAILOVER_RECORDS {
+            let value = format!("{label}/{partition}/{index}");
+            let record = ProducerRecord::new(topic, value.clone()).with_partition(partition);
+            let metadata = producer.send_and_wait(record).await.unwrap_or_else(|error| {
+                panic!("producing to {topic}[{partition}] ({label}) failed: {error}")
+            });
+            assert_eq!(metadata.partition, partition);
+            let _ = written.insert(value);
+        }
+    }
+    let read = read_to_end(client, topic, partitions).await;
+    let values: std::collections::BTreeSet<String> = read
+        .values()
+        .flatten()
+        .filter_map(|record| record.value.as_ref().map(|value| String::from_utf8_lossy(value).into_owned()))
+        .collect();
+    let missing: Vec<&String> = written.iter().filter(|value| !values.contains(*value)).collect();
+    assert!(missing.is_empty(), "{topic} ({label}): acknowledged records not read back: {missing:?}");
+}
+
+/// Goal: a three-node cluster survives the loss of its active controller: a new one is
+/// elected, topics can still be created, the dead broker is fenced so every partition (with
+/// replicas elsewhere) gets a live leader, and both the native client and librdkafka (through
+/// confluent-kafka-python) bootstrap from the survivors, find the leaders, and produce and
+/// consume. Method: `weir dev-cluster` with a 3 s broker session timeout; find the active
+/// controller with `weir cluster status`, SIGKILL its process, measure the time until
+/// `weir cluster status` shows another one, then drive both clients against the survivors.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cluster_survives_the_loss_of_its_active_controller() {
+    let mut cluster = DevCluster::start_nodes_with(
+        NODES,
+        &[
+            ("WEIR_BROKER_SESSION_TIMEOUT_MS", FAILOVER_SESSION_TIMEOUT_MS),
+            ("WEIR_BROKER_HEARTBEAT_INTERVAL_MS", FAILOVER_HEARTBEAT_INTERVAL_MS),
+        ],
+    );
+    let nodes = cluster.nodes();
+    let controllers: Vec<String> = nodes.iter().filter_map(|node| node.controller.clone()).collect();
+    let mut status = None;
+    let elected = wait_for(FAILOVER_TIMEOUT, || {
+        status = cluster_status(&controllers);
+        status.as_ref().is_some_and(|status| {
+            active_controller(status).is_some() && status["fenced_brokers"].as_array().is_some_and(Vec::is_empty)
+        })
+    });
+    assert!(elected, "no active controller: {status:?}\n{}", cluster.output());
+    let status = status.expect("elected");
+    let leader = active_controller(&status).expect("elected");
+    let brokers = status["nodes"].as_array().expect("nodes").len();
+    assert_eq!(brokers, usize::from(NODES), "cluster status lists every node: {status}");
+
+    let all: Vec<i32> = nodes.iter().map(|node| i32::try_from(node.id).expect("small")).collect();
+    let bootstrap: Vec<String> = nodes.iter().map(|node| node.kafka.clone()).collect();
+    let client = connect_any(&bootstrap).await;
+    create_topic_eventually(&client, "before-failover", 6, 3).await;
+    let partitions = leaders_among(&client, "before-failover", &all).await;
+    let led: std::collections::BTreeSet<i32> = partitions.iter().map(|partition| partition.leader).collect();
+    assert_eq!(led.len(), all.len(), "leaders spread over every broker: {partitions:?}");
+    assert!(partitions.iter().all(|partition| partition.replicas.len() == 3), "three replicas each: {partitions:?}");
+    produce_and_read_back(&client, "before-failover", 6, "before").await;
+
+    let victim = nodes.iter().find(|node| node.id == leader).expect("the leader is a node");
+    send_signal(victim.pid, rustix::process::Signal::KILL);
+    let killed_at = Instant::now();
+    let survivors: Vec<&ListedNode> = nodes.iter().filter(|node| node.id != leader).collect();
+    let surviving_controllers: Vec<String> = survivors.iter().filter_map(|node| node.controller.clone()).collect();
+    let mut after = None;
+    let failed_over = wait_for(FAILOVER_TIMEOUT, || {
+        after = cluster_status(&surviving_controllers);
+        after.as_ref().and_then(active_controller).is_some_and(|active| active != leader)
+    });
+    assert!(failed_over, "no new active controller after killing {leader}: {after:?}\n{}", cluster.output());
+    let failover = killed_at.elapsed();
+    let new_leader = after.as_ref().and_then(active_controller).expect("failed over");
+    eprintln!("controller failover: {leader} -> {new_leader} in {} ms (real processes)", failover.as_millis());
+
+    let live: Vec<i32> = survivors.iter().map(|node| i32::try_from(node.id).expect("small")).collect();
+    let survivors_bootstrap: Vec<String> = survivors.iter().map(|node| node.kafka.clone()).collect();
+    let client = connect_any(&survivors_bootstrap).await;
+    create_topic_eventually(&client, "after-failover", 4, 2).await;
+    let moved = leaders_among(&client, "before-failover", &live).await;
+    assert!(moved.iter().all(|partition| !partition.isr.contains(&(leader as i32))), "the dead broker left every ISR: {moved:?}");
+    let _ = leaders_among(&client, "after-failover", &live).await;
+    produce_and_read_back(&client, "after-failover", 4, "after").await;
+    produce_and_read_back(&client, "before-failover", 6, "after").await;
+
+    let fenced = wait_for(FAILOVER_TIMEOUT, || {
+        cluster_status(&surviving_controllers)
+            .is_some_and(|status| status["fenced_brokers"].as_array().is_some_and(|fenced| fenced.iter().any(|id| id.as_i64() == Some(leader))))
+    });
+    assert!(fenced, "weir cluster status does not show broker {leader} fenced");
+
+    let script = repo_root().join("tests/python/confluent_cluster_client.py");
+    let mut command = Command::new(python());
+    let _ = command
+        .arg(&script)
+        .arg(survivors_bootstrap.join(","))
+        .arg(leader.to_string())
+        .args(["before-failover", "after-failover"])
+        .env("PYTHONUNBUFFERED", "1");
+    let output = run_bounded(&mut command, None, Duration::from_secs(180));
+    output.assert_success("confluent_cluster_client.py");
+    assert!(output.stdout.lines().any(|line| line.starts_with("PASS")), "no PASS line:\n{}", output.stdout);
 }

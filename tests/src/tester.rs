@@ -19,8 +19,14 @@ const POLLS_MAX: u32 = 10_000;
 
 /// A client for one node, with timeouts short enough for a test.
 pub(crate) async fn connect(address: &str) -> Client {
+    connect_any(&[address.to_owned()]).await
+}
+
+/// A client bootstrapping from any of `addresses`.
+pub(crate) async fn connect_any(addresses: &[String]) -> Client {
+    let address = addresses.join(",");
     let config = ClientConfig {
-        bootstrap_servers: vec![address.to_owned()],
+        bootstrap_servers: addresses.to_vec(),
         client_id: "weir-blackbox".to_owned(),
         request_timeout_ms: 10_000,
         ..ClientConfig::default()

@@ -580,11 +580,18 @@ impl Node {
         self.partition(topic, partition).ok_or(ResponseError::NotLeaderOrFollower)
     }
 
-    /// The active controller's id as far as this node knows (itself for a single node).
+    /// The controller id clients are told: the active controller when it is also a live
+    /// broker (clients can only reach brokers), else this broker, which forwards what it gets
+    /// (KRaft likewise names a broker). A single node is its own controller.
     pub(crate) fn controller_id(&self) -> i32 {
         match &self.metadata {
             MetadataSource::Local(_) => self.config.node_id.0,
-            MetadataSource::Cluster(link) => link.client.leader_hint().map_or(-1, |id| id as i32),
+            MetadataSource::Cluster(link) => link
+                .client
+                .leader_hint()
+                .and_then(|id| i32::try_from(id).ok())
+                .filter(|id| self.image().is_unfenced(NodeId(*id)))
+                .unwrap_or(self.config.node_id.0),
         }
     }
 

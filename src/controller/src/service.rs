@@ -298,7 +298,8 @@ impl ControllerService {
                 let leader_id = self.quorum.status().leader_id;
                 return (ControlResponse::Log { snapshot, entries: parts, leader_id }, blob.freeze());
             }
-            let _ = rt::time::timeout_at(deadline, changed.changed()).await;
+            let left = deadline.saturating_duration_since(rt::time::Instant::now());
+            let _ = rt::time::timeout(left, changed.changed()).await;
         }
     }
 

@@ -4,7 +4,7 @@ use std::fmt::Debug;
 use std::sync::Arc;
 
 pub use std::time::Duration;
-pub use tokio::time::{interval, sleep, sleep_until, timeout, timeout_at, Instant, Interval, MissedTickBehavior};
+pub use tokio::time::{interval, sleep, sleep_until, timeout, Instant, Interval, MissedTickBehavior};
 
 /// The wall clock of a node, in milliseconds since the Unix epoch (Kafka's timestamp unit).
 ///

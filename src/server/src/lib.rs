@@ -104,9 +104,9 @@ pub async fn run_node(
         return Ok(());
     }
     let address = host_port(&config.listen_host, config.listen_port);
-    let listener = bind(&address).await?;
     let broker = broker::Broker::start(config.broker.clone(), disk, clock).await?;
-    // A cluster member accepts clients once it caught up with the metadata log.
+    // A cluster member listens for clients once it caught up with the metadata log (so a
+    // client never meets it with an empty image, and "accepts connections" means "serves").
     let mut shutdown = std::pin::pin!(shutdown);
     rt::select! {
         () = broker.ready() => {}
@@ -116,6 +116,13 @@ pub async fn run_node(
             return Ok(());
         }
     }
+    let listener = match bind(&address).await {
+        Ok(listener) => listener,
+        Err(error) => {
+            broker.shutdown().await;
+            return Err(error);
+        }
+    };
     // Printed only once the listener is bound, the data directory recovered and (in a
     // cluster) the broker unfenced, so scripts may wait for this line.
     println!(
