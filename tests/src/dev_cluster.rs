@@ -397,9 +397,10 @@ async fn produce_and_read_back(client: &client::Client, topic: &str, partitions:
         for index in 0..FAILOVER_RECORDS {
             let value = format!("{label}/{partition}/{index}");
             let record = ProducerRecord::new(topic, value.clone()).with_partition(partition);
-            let metadata = producer.send_and_wait(record).await.unwrap_or_else(|error| {
-                panic!("producing to {topic}[{partition}] ({label}) failed: {error}")
-            });
+            let metadata = producer
+                .send_and_wait(record)
+                .await
+                .unwrap_or_else(|error| panic!("producing to {topic}[{partition}] ({label}) failed: {error}"));
             assert_eq!(metadata.partition, partition);
             let _ = written.insert(value);
         }
@@ -475,14 +476,20 @@ async fn the_cluster_survives_the_loss_of_its_active_controller() {
     let client = connect_any(&survivors_bootstrap).await;
     create_topic_eventually(&client, "after-failover", 4, 2).await;
     let moved = leaders_among(&client, "before-failover", &live).await;
-    assert!(moved.iter().all(|partition| !partition.isr.contains(&(leader as i32))), "the dead broker left every ISR: {moved:?}");
+    assert!(
+        moved.iter().all(|partition| !partition.isr.contains(&(leader as i32))),
+        "the dead broker left every ISR: {moved:?}"
+    );
     let _ = leaders_among(&client, "after-failover", &live).await;
     produce_and_read_back(&client, "after-failover", 4, "after").await;
     produce_and_read_back(&client, "before-failover", 6, "after").await;
 
     let fenced = wait_for(FAILOVER_TIMEOUT, || {
-        cluster_status(&surviving_controllers)
-            .is_some_and(|status| status["fenced_brokers"].as_array().is_some_and(|fenced| fenced.iter().any(|id| id.as_i64() == Some(leader))))
+        cluster_status(&surviving_controllers).is_some_and(|status| {
+            status["fenced_brokers"]
+                .as_array()
+                .is_some_and(|fenced| fenced.iter().any(|id| id.as_i64() == Some(leader)))
+        })
     });
     assert!(fenced, "weir cluster status does not show broker {leader} fenced");
 
