@@ -609,6 +609,9 @@ impl Driver {
         if entries.is_empty() {
             return;
         }
+        // Proposals are answered only after the image that includes them is published, so a
+        // caller that reads `Quorum::image` next sees its own change.
+        let mut answers: Vec<(Reply, Result<u64, ControllerError>)> = Vec::new();
         for entry in entries {
             if entry.index <= self.applied_index {
                 continue;
@@ -633,7 +636,7 @@ impl Driver {
             if let Some(pending) = self.pending.remove(&entry.index) {
                 let outcome =
                     if pending.term == entry.term { Ok(entry.index) } else { Err(ControllerError::Indeterminate) };
-                (pending.reply)(outcome);
+                answers.push((pending.reply, outcome));
             }
         }
         // Proposals at or below the applied index that were not resolved lost their slot.
@@ -641,12 +644,15 @@ impl Driver {
             if *entry.key() > self.applied_index {
                 break;
             }
-            (entry.remove().reply)(Err(ControllerError::Indeterminate));
+            answers.push((entry.remove().reply, Err(ControllerError::Indeterminate)));
         }
         if self.pending.is_empty() {
             self.speculative = None;
         }
         self.publish_image();
+        for (reply, outcome) in answers {
+            reply(outcome);
+        }
     }
 
     async fn maybe_snapshot(&mut self) -> Result<(), ControllerError> {

@@ -32,6 +32,9 @@ pub const CONTROL_PREAMBLE: &[u8; 8] = b"WEIRCTL1";
 /// Longest the active controller may take to commit an operation before the caller gives up
 /// on that attempt.
 pub const OPERATION_TIMEOUT_MS: u64 = 15_000;
+/// Largest request frame part a controller reads: requests carry no blob and small headers,
+/// so an unauthenticated peer cannot make it allocate more than this per connection.
+pub const REQUEST_BYTES_MAX: usize = 1024 * 1024;
 /// Pause before asking again when no controller knows a leader.
 const NO_LEADER_BACKOFF_MS: u64 = 100;
 
@@ -214,11 +217,11 @@ pub(crate) async fn write_frame<M: serde::Serialize>(
     stream.flush().await
 }
 
-async fn read_part(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
+async fn read_part(stream: &mut TcpStream, bytes_max: usize) -> std::io::Result<Vec<u8>> {
     let mut length = [0u8; 4];
     stream.read_exact(&mut length).await?;
     let length = u32::from_be_bytes(length) as usize;
-    if length > FRAME_BYTES_MAX {
+    if length > bytes_max {
         return Err(invalid_data("control frame over the bound"));
     }
     let mut bytes = vec![0u8; length];
@@ -226,11 +229,14 @@ async fn read_part(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(bytes)
 }
 
-/// Reads one frame: the decoded header and the blob.
-pub(crate) async fn read_frame<M: serde::de::DeserializeOwned>(stream: &mut TcpStream) -> std::io::Result<(M, Bytes)> {
-    let header = read_part(stream).await?;
+/// Reads one frame, each part at most `bytes_max`: the decoded header and the blob.
+pub(crate) async fn read_frame<M: serde::de::DeserializeOwned>(
+    stream: &mut TcpStream,
+    bytes_max: usize,
+) -> std::io::Result<(M, Bytes)> {
+    let header = read_part(stream, bytes_max).await?;
     let message = serde_json::from_slice(&header).map_err(|error| invalid_data(error.to_string()))?;
-    let blob = read_part(stream).await?;
+    let blob = read_part(stream, bytes_max).await?;
     Ok((message, Bytes::from(blob)))
 }
 
@@ -252,7 +258,7 @@ pub async fn call(
     let exchange = async {
         stream.write_all(CONTROL_PREAMBLE).await?;
         write_frame(&mut stream, request, &[]).await?;
-        read_frame::<ControlResponse>(&mut stream).await
+        read_frame::<ControlResponse>(&mut stream, FRAME_BYTES_MAX).await
     };
     rt::time::timeout(Duration::from_millis(timeout_ms), exchange)
         .await

@@ -162,7 +162,7 @@ impl ControllerService {
 
     async fn serve(&self, mut stream: TcpStream) -> std::io::Result<()> {
         loop {
-            let (request, _) = match rpc::read_frame::<ControlRequest>(&mut stream).await {
+            let (request, _) = match rpc::read_frame::<ControlRequest>(&mut stream, rpc::REQUEST_BYTES_MAX).await {
                 Ok(request) => request,
                 Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(error) => return Err(error),
