@@ -211,7 +211,11 @@ impl ControllerService {
     ) -> Result<ControlResponse, ControlError> {
         let op = MetadataOp::RegisterBroker { broker_id, host, port, rack, previous_broker_epoch, fenced: true };
         let (index, records) = self.quorum.propose_op(op).await?;
-        let Some(MetadataRecord::RegisterBroker { broker_epoch, clean_shutdown, .. }) = records.first() else {
+        let registration = records.iter().find_map(|record| match record {
+            MetadataRecord::RegisterBroker { broker_epoch, clean_shutdown, .. } => Some((broker_epoch, clean_shutdown)),
+            _ => None,
+        });
+        let Some((broker_epoch, clean_shutdown)) = registration else {
             return Err(ControlError::Invalid("registration planned no record".into()));
         };
         if !clean_shutdown {

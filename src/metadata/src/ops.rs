@@ -268,7 +268,15 @@ pub fn plan(image: &MetadataImage, op: &MetadataOp) -> Result<Vec<MetadataRecord
                 Some(current) => current.broker_epoch == *previous_broker_epoch,
                 None => true,
             };
-            vec![MetadataRecord::RegisterBroker {
+            // A new incarnation of a broker the image still has unfenced (it restarted within
+            // its session) replaces a live registration: its leaderships and ISR places move
+            // first, as a fencing would move them, so no committed image names a fenced leader.
+            // A single node registers unfenced and keeps its leaderships.
+            let mut records = match current {
+                Some(current) if *fenced && !current.fenced => move_away(image, *broker_id),
+                _ => Vec::new(),
+            };
+            records.push(MetadataRecord::RegisterBroker {
                 broker_id: *broker_id,
                 broker_epoch: current.map_or(1, |current| current.broker_epoch + 1),
                 host: host.clone(),
@@ -276,7 +284,8 @@ pub fn plan(image: &MetadataImage, op: &MetadataOp) -> Result<Vec<MetadataRecord
                 rack: rack.clone(),
                 fenced: *fenced,
                 clean_shutdown,
-            }]
+            });
+            records
         }
         MetadataOp::FenceBroker { broker_id, broker_epoch } => fence(image, *broker_id, *broker_epoch)?,
         MetadataOp::UnfenceBroker { broker_id, broker_epoch } => unfence(image, *broker_id, *broker_epoch)?,
@@ -436,6 +445,15 @@ fn fence(image: &MetadataImage, broker_id: NodeId, broker_epoch: i64) -> Result<
         return Ok(Vec::new());
     }
     let mut records = vec![MetadataRecord::BrokerFence { broker_id, broker_epoch, fenced: true }];
+    records.extend(move_away(image, broker_id));
+    Ok(records)
+}
+
+/// The partition changes that take `broker_id` out of service: it leaves every ISR it is not
+/// the last member of, and each leadership moves to the first unfenced ISR replica, or to no
+/// leader.
+fn move_away(image: &MetadataImage, broker_id: NodeId) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
     for topic in image.topics() {
         for (partition, state) in &topic.partitions {
             if state.leader != broker_id && !(state.isr.contains(&broker_id) && state.isr.len() > 1) {
@@ -456,7 +474,7 @@ fn fence(image: &MetadataImage, broker_id: NodeId, broker_epoch: i64) -> Result<
             records.push(changed(topic.topic_id, *partition, state, next));
         }
     }
-    Ok(records)
+    records
 }
 
 fn unfence(image: &MetadataImage, broker_id: NodeId, broker_epoch: i64) -> Result<Vec<MetadataRecord>, OpError> {
@@ -647,6 +665,46 @@ mod tests {
         assert!(broker.clean_shutdown && broker.fenced && broker.broker_epoch == first + 1);
         let _ = apply(&mut image, &register(-1));
         assert!(!image.broker(NodeId(1)).expect("registered").clean_shutdown);
+    }
+
+    #[test]
+    fn a_new_incarnation_of_a_live_broker_gives_up_its_leaderships_first() {
+        let mut image = cluster(2);
+        let topic_id = create(&mut image, "restarted", 4, 2, 0);
+        let led_by_1: Vec<i32> = image
+            .topic_by_id(topic_id)
+            .expect("exists")
+            .partitions
+            .iter()
+            .filter(|(_, state)| state.leader == NodeId(1))
+            .map(|(partition, _)| *partition)
+            .collect();
+        assert!(!led_by_1.is_empty());
+        let register = |fenced| MetadataOp::RegisterBroker {
+            broker_id: NodeId(1),
+            host: "h".into(),
+            port: 1,
+            rack: None,
+            previous_broker_epoch: -1,
+            fenced,
+        };
+        let records = apply(&mut image, &register(true));
+        assert!(matches!(records.last(), Some(MetadataRecord::RegisterBroker { fenced: true, .. })));
+        for state in image.topic_by_id(topic_id).expect("exists").partitions.values() {
+            assert_eq!(state.leader, NodeId(2), "{state:?}");
+            assert_eq!(state.isr, [NodeId(2)]);
+        }
+        // A single node re-registers unfenced and keeps what it leads.
+        let mut single = cluster(1);
+        let topic_id = create(&mut single, "single", 2, 1, 0);
+        let records = apply(&mut single, &register(false));
+        assert_eq!(records.len(), 1);
+        assert!(single
+            .topic_by_id(topic_id)
+            .expect("exists")
+            .partitions
+            .values()
+            .all(|state| state.leader == NodeId(1)));
     }
 
     #[test]
