@@ -290,8 +290,9 @@ impl Quorum {
 
     /// Plans an operation against the image with every pending proposal applied
     /// ([`metadata::ops::plan`]) and proposes the records; resolves with the index and the
-    /// records once applied. An operation with nothing to change resolves at once with the
-    /// highest index proposed so far.
+    /// records once applied. An operation that is refused or has nothing to change resolves
+    /// once every proposal pending before it has resolved (its answer was read from their
+    /// uncommitted changes), with the failure of the last of them if that one fails.
     ///
     /// # Errors
     /// As [`Quorum::propose`], plus [`ControllerError::Op`] if the operation does not fit.
@@ -472,17 +473,24 @@ impl Driver {
         }
         let current = self.speculative.as_ref().unwrap_or(&self.image);
         let records = match metadata::ops::plan(current, &op) {
-            Ok(records) => records,
-            Err(error) => {
-                let _ = reply.send(Err(ControllerError::Op(error)));
+            Ok(records) if !records.is_empty() => records,
+            planned => {
+                // A refusal or a no-change answer read the image with every pending proposal
+                // applied: it holds only if they commit. As Kafka's controller does, answer
+                // once the last of them resolves, and with its failure if it fails (an
+                // operation refused because of an uncommitted change must not be reported
+                // as refused when that change is lost).
+                let answer = move |outcome: Result<u64, ControllerError>| {
+                    let _ = reply.send(match (outcome, planned) {
+                        (Err(error), _) => Err(error),
+                        (Ok(index), Ok(records)) => Ok((index, records)),
+                        (Ok(_), Err(error)) => Err(ControllerError::Op(error)),
+                    });
+                };
+                self.after_pending(Box::new(answer));
                 return;
             }
         };
-        if records.is_empty() {
-            let index = self.pending.last_key_value().map_or(self.applied_index, |(index, _)| *index);
-            let _ = reply.send(Ok((index, records)));
-            return;
-        }
         let planned = records.clone();
         self.propose(
             records,
@@ -490,6 +498,27 @@ impl Driver {
                 let _ = reply.send(result.map(|index| (index, planned)));
             }),
         );
+    }
+
+    /// Calls `then` once every proposal pending now has resolved: with the last one's index,
+    /// or its failure (at once, with the applied index, if none is pending).
+    fn after_pending(&mut self, then: Reply) {
+        let Some(mut last) = self.pending.last_entry() else {
+            then(Ok(self.applied_index));
+            return;
+        };
+        let first: Reply = std::mem::replace(&mut last.get_mut().reply, Box::new(|_| {}));
+        last.get_mut().reply = Box::new(move |outcome: Result<u64, ControllerError>| {
+            let echoed = match &outcome {
+                Ok(index) => Ok(*index),
+                Err(ControllerError::NotController { leader_id }) => {
+                    Err(ControllerError::NotController { leader_id: *leader_id })
+                }
+                Err(_) => Err(ControllerError::Indeterminate),
+            };
+            first(outcome);
+            then(echoed);
+        });
     }
 
     fn propose(&mut self, records: Vec<MetadataRecord>, reply: Reply) {
