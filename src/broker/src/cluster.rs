@@ -50,17 +50,33 @@ const READY_LOG_INTERVAL_MS: u64 = 5_000;
 /// File (in the metadata directory) holding the broker epoch of a clean shutdown.
 const CLEAN_SHUTDOWN_FILE: &str = "clean.shutdown";
 
+/// Called after the broker applied a batch of the metadata log, with the last index applied
+/// and the image (the simulator checks every broker image against the committed log).
+pub type ImageObserver = Arc<dyn Fn(u64, &MetadataImage) + Send + Sync>;
+
 /// How a broker reaches the controller quorum.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ClusterConfig {
     /// The voters: id to controller `host:port`.
     pub voters: BTreeMap<u64, String>,
     /// `broker.heartbeat.interval.ms`.
     pub heartbeat_interval_ms: u64,
+    /// Watches the image as the broker applies the log (`None` outside the simulator).
+    pub image_observer: Option<ImageObserver>,
+}
+
+impl std::fmt::Debug for ClusterConfig {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ClusterConfig")
+            .field("voters", &self.voters)
+            .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
+            .field("image_observer", &self.image_observer.is_some())
+            .finish()
+    }
 }
 
 /// The node's side of the quorum.
-#[derive(Debug)]
 pub(crate) struct ClusterLink {
     /// Reaches the controllers.
     pub(crate) client: ControllerClient,
@@ -77,6 +93,19 @@ pub(crate) struct ClusterLink {
     /// Becomes true once the controller agreed the broker may stop.
     shut_down_ok: watch::Sender<bool>,
     heartbeat_interval_ms: u64,
+    image_observer: Option<ImageObserver>,
+}
+
+impl std::fmt::Debug for ClusterLink {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ClusterLink")
+            .field("client", &self.client)
+            .field("applied", &self.applied_index())
+            .field("broker_epoch", &self.broker_epoch())
+            .field("fenced", &self.fenced)
+            .finish_non_exhaustive()
+    }
 }
 
 impl ClusterLink {
@@ -90,6 +119,7 @@ impl ClusterLink {
             want_shutdown: AtomicBool::new(false),
             shut_down_ok: watch::channel(false).0,
             heartbeat_interval_ms: config.heartbeat_interval_ms.max(1),
+            image_observer: config.image_observer.clone(),
         }
     }
 
@@ -180,7 +210,7 @@ async fn follow(node: Arc<Node>) {
             if part.index != applied + 1 {
                 break;
             }
-            if !data.is_empty() {
+            if !data.is_empty() && !crate::planted_bug("follower-skips-entry", part.index % 16 == 0) {
                 if let Err(error) = image.apply_entry(&data) {
                     tracing::warn!(index = part.index, %error, "skipping a committed metadata entry that does not apply");
                 }
@@ -195,6 +225,9 @@ async fn follow(node: Arc<Node>) {
                 tracing::error!(%error, "partitions do not match the metadata image");
             }
             let _ = link.applied.send_replace(applied);
+            if let Some(observer) = &link.image_observer {
+                observer(applied, &image);
+            }
         }
     }
 }

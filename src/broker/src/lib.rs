@@ -42,10 +42,31 @@ mod partition;
 
 use std::sync::Arc;
 
-pub use cluster::{ClusterConfig, BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT};
+pub use cluster::{ClusterConfig, ImageObserver, BROKER_HEARTBEAT_INTERVAL_MS_DEFAULT};
 pub use config::BrokerConfig;
 pub use error::BrokerError;
 pub use node::Node;
+
+/// Planted bugs: deliberate faults the simulator must catch, compiled only with the
+/// `planted-bugs` feature and active only when `WEIR_PLANTED_BUG` names them.
+///
+/// * `ack-before-fsync`: appended data counts as durable at once, so acks=all completes before
+///   the fsync (the crash scenarios must catch it);
+/// * `follower-skips-entry`: a broker following the metadata log skips every 16th entry
+///   (the cluster scenario's image check must catch it).
+///
+/// True when `name` is active and `when` holds.
+pub(crate) fn planted_bug(name: &str, when: bool) -> bool {
+    #[cfg(feature = "planted-bugs")]
+    {
+        when && std::env::var("WEIR_PLANTED_BUG").is_ok_and(|bug| bug == name)
+    }
+    #[cfg(not(feature = "planted-bugs"))]
+    {
+        let _ = (name, when);
+        false
+    }
+}
 
 /// A running broker.
 #[derive(Debug, Clone)]

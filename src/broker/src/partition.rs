@@ -108,7 +108,7 @@ impl Partition {
     /// to become durable and visible. `settings` are the ones the append was validated with.
     pub(crate) fn appended(&self, records: u64, log_end_offset: Offset, settings: &TopicSettings) {
         let unflushed = self.unflushed_records.fetch_add(records, Ordering::Relaxed) + records;
-        if settings.write_caching || planted_ack_before_fsync() {
+        if settings.write_caching || crate::planted_bug("ack-before-fsync", true) {
             self.advance_high_watermark(log_end_offset);
             if unflushed >= settings.flush_messages.max(1) as u64 {
                 self.flush_wanted.notify_one();
@@ -191,20 +191,5 @@ impl Partition {
                 }
             }
         }
-    }
-}
-
-/// Planted bug "ack-before-fsync": treats appended data as durable at once, so acks=all
-/// completes before the fsync. Only with the `planted-bugs` feature and the
-/// `WEIR_PLANTED_BUG=ack-before-fsync` environment variable; the simulator's crash scenarios
-/// must catch it.
-fn planted_ack_before_fsync() -> bool {
-    #[cfg(feature = "planted-bugs")]
-    {
-        std::env::var("WEIR_PLANTED_BUG").is_ok_and(|bug| bug == "ack-before-fsync")
-    }
-    #[cfg(not(feature = "planted-bugs"))]
-    {
-        false
     }
 }

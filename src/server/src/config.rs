@@ -608,6 +608,7 @@ impl NodeConfig {
             cluster: (!voters.is_empty()).then(|| broker::ClusterConfig {
                 voters: voters.iter().map(|voter| (voter.node_id.0 as u64, voter.address())).collect(),
                 heartbeat_interval_ms: settings.number("broker.heartbeat.interval.ms"),
+                image_observer: None,
             }),
         };
         let session_timeout_ms: u64 = settings.number("broker.session.timeout.ms");
