@@ -14,6 +14,7 @@
 pub mod checker;
 pub mod clock;
 pub mod disk;
+pub mod image_check;
 pub mod quorum_check;
 pub mod raft_fs;
 pub mod scenario;

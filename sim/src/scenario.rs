@@ -1,9 +1,5 @@
-//! Scenarios:
-//! * `controller_quorum` ([`controller_quorum`]): three or five controllers (raft-rs with its
-//!   log in raft-engine on a crash-faulting file system) crashed, paused and partitioned while
-//!   the leader proposes metadata; one leader per term, identical applied logs, acknowledged
-//!   proposals kept, and convergence after the faults stop. whole simulated runs of weir nodes and workload clients under a nemesis, ending
-//! with the history checker.
+//! Whole simulated runs of weir nodes and workload clients under a nemesis, each ending with
+//! its checks.
 //!
 //! A run is determined by (scenario, seed, commit). [`run`] builds a fresh madsim runtime from
 //! the seed, runs the scenario to completion, and returns a [`RunResult`]: the failures found
@@ -12,9 +8,11 @@
 //!
 //! Scenarios:
 //! * `controller_quorum` ([`controller_quorum`]): three or five controllers (raft-rs with its
-//!   log in raft-engine on a crash-faulting file system) crashed, paused and partitioned while
-//!   the leader proposes metadata; one leader per term, identical applied logs, acknowledged
-//!   proposals kept, and convergence after the faults stop.
+//!   log in raft-engine on a crash-faulting file system) and two to four broker-only nodes
+//!   crashed, paused, partitioned and clock-faulted while the leader proposes metadata and a
+//!   client creates topics through the brokers; one leader per term, identical applied logs,
+//!   acknowledged proposals and topics kept, every broker image a prefix of the committed log,
+//!   and convergence and settled fencing after the faults stop.
 //! * `single_node_durability` ([`single_node_durability`]): one node on a `SimDisk` crashed,
 //!   paused, restarted, starved of disk space, partitioned from clients and clock-stepped while
 //!   acks=all and acks=1 producers and assigned consumers record a history; then faults stop,

@@ -1,53 +1,95 @@
 //! `controller_quorum`: three or five controllers (the real `controller::Quorum` with its log
-//! in raft-engine on a [`CrashFs`]) under crashes, pauses and partitions, each proposing
-//! metadata records while it leads.
+//! in raft-engine on a [`CrashFs`], and the real control service) and two to four broker-only
+//! nodes (the real `server::run_node`, following the quorum's log as observers) under crashes,
+//! pauses, partitions and clock faults. The leader proposes metadata records, and a client
+//! creates topics through the brokers (forwarded to the active controller).
 //!
 //! # Shape (drawn per seed)
 //!
-//! Voters 3 or 5, election timeout 5-15 ticks of 100 ms, snapshots every 3-40 entries (so
-//! restarts and lagging followers load snapshots), proposal pace, the nemesis's pace and mix.
+//! Voters 3 or 5, brokers 2-4, election timeout 5-15 ticks, snapshots every 3-40 entries (so
+//! restarts and lagging followers load snapshots), `broker.session.timeout.ms` 1.5-6 s with a
+//! heartbeat 3-6 times as often, proposal and topic-creation pace, the nemesis's pace and mix,
+//! and whether one broker stays down at the end.
 //!
 //! # Faults (safety phase)
 //!
 //! * **power-fail crash** of one controller (the leader in half the cases): freeze its file
-//!   system, kill it, drop unsynced bytes and tear tails, restart it;
-//! * **crash of every controller** at once (rare);
-//! * **pause** of one controller;
-//! * **isolate** one controller, **split** the voters into two sides, or clog **one direction**
-//!   of one link (asymmetric).
+//!   system, kill it, drop unsynced bytes and tear tails, restart it; or of **every controller**;
+//! * **pause**, **isolation**, a **split** of the voters, or **one direction** of one link;
+//! * **broker crash** (its `SimDisk` loses what was not synced), **broker restart** with a
+//!   controlled shutdown, **broker pause**, **broker isolation** from every controller (its
+//!   session expires and it is fenced);
+//! * **clocks**: controllers read no wall clock (sessions and elections run on monotonic
+//!   timers), so their clock fault is the rate: every controller incarnation ticks at its own
+//!   period, 75-125% of the nominal 100 ms, as on hosts whose clocks run fast or slow; brokers'
+//!   wall clocks are skewed and stepped (up to two minutes either way) by the nemesis.
 //!
 //! # Checks
 //!
-//! [`QuorumCheck`] as events arrive (one leader per term; entries applied in order and
-//! identical everywhere; snapshots agree with the entries they cover; acknowledged proposals
-//! are the entries applied at their index). Liveness: after the faults stop, a leader must
-//! commit a new proposal within [`CONVERGENCE_MS`], and every controller must then apply up to
-//! it and hold the same image.
+//! * [`QuorumCheck`] as events arrive: one leader per term; entries applied in order and
+//!   identical everywhere; snapshots agree with the entries they cover; acknowledged proposals
+//!   are the entries applied at their index.
+//! * [`ImageCheck`] as events arrive: every image a broker publishes is the fold of a prefix
+//!   of the committed log, and never moves back within an incarnation; every committed image
+//!   keeps the partition invariants (a leader is an unfenced ISR member, the ISR is a nonempty
+//!   subset of the replicas, a partition has no leader only while no ISR member is unfenced).
+//! * Liveness, after the faults stop: a proposal commits within [`CONVERGENCE_MS`] and every
+//!   controller applies up to it and holds the same image; then within [`SETTLE_MS`] every
+//!   running broker is unfenced, a broker left down is fenced, and every broker applied
+//!   everything committed into the controllers' image. Every topic whose creation was
+//!   acknowledged exists with its partitions.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use broker::ImageObserver;
+use client::admin::{Admin, NewTopic};
+use client::{Client, ClientConfig};
+use controller::service::{AppliedLog, ControllerService};
 use controller::{AppliedEntry, ControllerError, Quorum, QuorumConfig, Role};
 use madsim::net::NetSim;
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::{Handle, NodeHandle};
+use metadata::image::MetadataImage;
 use metadata::record::{encode_batch, ConfigResource, MetadataRecord};
 use protocol::ids::NodeId;
+use server::config::{NodeConfig, Settings};
 use storage::raft_log::RaftLogStore;
 
 use super::{RunOptions, ScenarioOutcome};
+use crate::clock::SimClock;
+use crate::disk::{DiskFaults, SimDisk};
+use crate::image_check::{image_hash, ImageCheck};
 use crate::quorum_check::QuorumCheck;
 use crate::raft_fs::{CrashFs, TornTail};
 use crate::trace::{fnv1a, Trace};
 
 /// The controller port.
 const PORT: u16 = 9093;
+/// The brokers' Kafka port.
+const KAFKA_PORT: u16 = 9092;
+/// Broker ids are this plus 1, 2, ... (node ids are unique across roles, as in KRaft).
+const BROKER_ID_BASE: u64 = 10;
 /// After the faults stop, a proposal must commit within this.
 pub const CONVERGENCE_MS: u64 = 30_000;
+/// After the controllers converged, brokers' fencing and images must settle within this.
+pub const SETTLE_MS: u64 = 30_000;
+/// The controllers' nominal tick.
+const TICK_MS_NOMINAL: u64 = 100;
+/// How far a controller's tick may be off its nominal period, in percent.
+const TICK_DRIFT_PERCENT_MAX: u64 = 25;
+/// Largest step of a broker's wall clock.
+const CLOCK_JUMP_MS_MAX: i64 = 120_000;
+/// Longest a topic creation may take before the client gives up on it.
+const CREATE_TIMEOUT_MS: u64 = 10_000;
+/// Attempts at one topic name whose outcome stays unknown before the client moves on.
+const CREATE_ATTEMPTS_MAX: u32 = 5;
+/// Longest the nemesis waits for a broker's controlled shutdown.
+const CONTROLLED_SHUTDOWN_WAIT_MS: u64 = 15_000;
 /// FNV-1a offset basis.
 const FNV_BASIS: u64 = 0xcbf2_9ce4_8422_2325;
 
@@ -59,65 +101,109 @@ enum Fault {
     Isolate,
     Split,
     OneWay,
+    BrokerCrash,
+    BrokerRestart,
+    BrokerPause,
+    BrokerIsolate,
+    ClockJump,
 }
 
-const FAULTS: [(Fault, u32); 6] = [
+const FAULTS: [(Fault, u32); 11] = [
     (Fault::Crash, 10),
     (Fault::CrashAll, 2),
     (Fault::Pause, 6),
     (Fault::Isolate, 6),
     (Fault::Split, 5),
     (Fault::OneWay, 5),
+    (Fault::BrokerCrash, 5),
+    (Fault::BrokerRestart, 3),
+    (Fault::BrokerPause, 3),
+    (Fault::BrokerIsolate, 4),
+    (Fault::ClockJump, 3),
 ];
 
 #[derive(Debug, Clone)]
 struct Params {
     voters: u64,
+    brokers: u64,
     safety_ms: u64,
     election_ticks: usize,
     snapshot_interval_entries: u64,
+    session_timeout_ms: u64,
+    heartbeat_interval_ms: u64,
     propose_every_ms: u64,
+    create_every_ms: u64,
     nemesis_mean_ms: u64,
+    /// One broker is stopped for good when the faults stop (it must end up fenced).
+    leave_broker_down: bool,
     weights: Vec<(Fault, u32)>,
 }
 
 impl Params {
     fn draw(options: &RunOptions) -> Params {
         let mut rng = thread_rng();
+        let session_timeout_ms = rng.gen_range(1_500..=6_000);
         Params {
             voters: if rng.gen_bool(0.5) { 3 } else { 5 },
+            brokers: rng.gen_range(2..=4),
             safety_ms: options.safety_ms.unwrap_or_else(|| rng.gen_range(super::SAFETY_MS_MIN..=super::SAFETY_MS_MAX)),
             election_ticks: rng.gen_range(5..=15),
             snapshot_interval_entries: rng.gen_range(3..=40),
+            session_timeout_ms,
+            heartbeat_interval_ms: session_timeout_ms / rng.gen_range(3..=6),
             propose_every_ms: rng.gen_range(10..=300),
+            create_every_ms: rng.gen_range(100..=2_000),
             nemesis_mean_ms: rng.gen_range(300..=3_000),
+            leave_broker_down: rng.gen_bool(0.3),
             weights: FAULTS
                 .iter()
                 .map(|(fault, weight)| (*fault, if rng.gen_bool(0.2) { 0 } else { *weight }))
                 .collect(),
         }
     }
+
+    fn broker_ids(&self) -> impl Iterator<Item = u64> {
+        (1..=self.brokers).map(|index| BROKER_ID_BASE + index)
+    }
 }
 
-fn address(node: u64) -> String {
-    format!("10.0.0.{node}:{PORT}")
-}
-
-fn ip(node: u64) -> IpAddr {
+fn controller_ip(node: u64) -> IpAddr {
     format!("10.0.0.{node}").parse().expect("valid IP")
 }
 
-/// What the scenario shares with every controller incarnation.
+fn broker_ip(broker: u64) -> IpAddr {
+    format!("10.0.1.{}", broker - BROKER_ID_BASE).parse().expect("valid IP")
+}
+
+/// A broker host: what survives its restarts.
+#[derive(Debug, Clone)]
+struct BrokerHost {
+    disk: SimDisk,
+    clock: SimClock,
+}
+
+/// What the scenario shares with every node incarnation.
 #[derive(Debug)]
 struct Shared {
     trace: Trace,
     check: Mutex<QuorumCheck>,
+    images: Mutex<ImageCheck>,
     params: Params,
     voters: BTreeMap<u64, String>,
     /// Each controller's file system and directory (kept across incarnations).
     disks: BTreeMap<u64, (CrashFs, PathBuf)>,
     /// The running incarnation of each controller.
     quorums: Mutex<BTreeMap<u64, Quorum>>,
+    brokers: BTreeMap<u64, BrokerHost>,
+    /// Stops the running incarnation of a broker cleanly (controlled shutdown).
+    broker_stops: Mutex<BTreeMap<u64, rt::sync::oneshot::Sender<()>>>,
+    /// Brokers whose last incarnation finished a clean shutdown.
+    stopped_cleanly: Mutex<BTreeSet<u64>>,
+    /// Each broker's last published image: (index, hash).
+    broker_images: Mutex<BTreeMap<u64, (u64, u64)>>,
+    /// Topics whose creation was acknowledged: name -> partitions.
+    created: Mutex<BTreeMap<String, i32>>,
+    creating: AtomicBool,
     next_value: AtomicU64,
     proposing: AtomicBool,
     /// Simulated ms at which the leader was crashed, paused or isolated, and failover times.
@@ -142,6 +228,10 @@ impl Shared {
         // heard of the new term); the newest term's is the leader.
         leaders.into_iter().max_by_key(|id| quorums[id].status().term)
     }
+
+    fn voters_setting(&self) -> String {
+        self.voters.iter().map(|(id, address)| format!("{id}@{address}")).collect::<Vec<_>>().join(",")
+    }
 }
 
 async fn incarnation(node: u64, shared: Arc<Shared>) {
@@ -154,8 +244,11 @@ async fn incarnation(node: u64, shared: Arc<Shared>) {
             return;
         }
     };
+    // The clock-rate fault: this incarnation's timers run at their own pace.
+    let drift = TICK_DRIFT_PERCENT_MAX;
+    let tick_ms = TICK_MS_NOMINAL * thread_rng().gen_range(100 - drift..=100 + drift) / 100;
     shared.trace.event(format!(
-        "controller {node} starting: term {} commit {} snapshot {:?} entries {}",
+        "controller {node} starting: term {} commit {} snapshot {:?} entries {} tick {tick_ms} ms",
         recovered.hard_state.term,
         recovered.hard_state.commit,
         recovered.snapshot.as_ref().map(|snapshot| snapshot.get_metadata().index),
@@ -169,6 +262,7 @@ async fn incarnation(node: u64, shared: Arc<Shared>) {
         }
     };
     let mut config = QuorumConfig::new(node, shared.voters.clone());
+    config.tick_ms = tick_ms;
     config.election_ticks = shared.params.election_ticks;
     config.snapshot_interval_entries = shared.params.snapshot_interval_entries;
     let observer = {
@@ -176,15 +270,29 @@ async fn incarnation(node: u64, shared: Arc<Shared>) {
         Arc::new(move |entry: &AppliedEntry| {
             let hash = fnv1a(FNV_BASIS, &entry.data);
             shared.check.lock().expect("check lock").applied(node, entry.index, entry.term, hash, entry.from_snapshot);
+            if !entry.from_snapshot {
+                shared.images.lock().expect("images lock").committed(entry.index, &entry.data);
+            }
         })
     };
-    let quorum = match Quorum::start(config, store, recovered, listener, None, Some(observer), std::future::pending()) {
+    let (control, streams) = rt::sync::mpsc::channel(controller::quorum::INBOX_MAX);
+    let applied = AppliedLog::new();
+    let quorum = match Quorum::start(
+        config,
+        store,
+        recovered,
+        listener,
+        Some(control),
+        Some(applied.observer(Some(observer))),
+        std::future::pending(),
+    ) {
         Ok(quorum) => quorum,
         Err(error) => {
             shared.fail(format!("controller {node} cannot start: {error}"));
             return;
         }
     };
+    let _service = ControllerService::start(quorum.clone(), applied, shared.params.session_timeout_ms, streams);
     let _ = shared.quorums.lock().expect("quorums lock").insert(node, quorum.clone());
     // Leadership changes, as they happen.
     {
@@ -235,6 +343,136 @@ async fn incarnation(node: u64, shared: Arc<Shared>) {
     }
 }
 
+/// One run of a broker-only node: `server::run_node` with the cluster's settings, until the
+/// nemesis kills it or asks for a clean shutdown.
+async fn broker_incarnation(broker: u64, shared: Arc<Shared>) {
+    let host = shared.brokers[&broker].clone();
+    shared.images.lock().expect("images lock").restarted(broker);
+    let _ = shared.stopped_cleanly.lock().expect("lock").remove(&broker);
+    let (stop, stopped) = rt::sync::oneshot::channel::<()>();
+    let _ = shared.broker_stops.lock().expect("lock").insert(broker, stop);
+    let flags: Vec<String> = [
+        ("node.id", broker.to_string()),
+        ("process.roles", "broker".to_owned()),
+        ("controller.quorum.voters", shared.voters_setting()),
+        ("listeners", format!("PLAINTEXT://0.0.0.0:{KAFKA_PORT}")),
+        ("advertised.listeners", format!("PLAINTEXT://{}:{KAFKA_PORT}", broker_ip(broker))),
+        ("log.dirs", "/var/lib/weir".to_owned()),
+        ("broker.session.timeout.ms", shared.params.session_timeout_ms.to_string()),
+        ("broker.heartbeat.interval.ms", shared.params.heartbeat_interval_ms.to_string()),
+        ("auto.create.topics.enable", "false".to_owned()),
+    ]
+    .into_iter()
+    .flat_map(|(name, value)| [format!("--{}", name.replace('.', "-")), value])
+    .collect();
+    let mut settings = Settings::default();
+    let config = settings.load_flags(&flags).and_then(|()| NodeConfig::from_settings(&settings));
+    let mut config = match config {
+        Ok(config) => config,
+        Err(error) => {
+            shared.fail(format!("broker {broker}'s settings are refused: {error}"));
+            return;
+        }
+    };
+    let observer: ImageObserver = {
+        let shared = Arc::clone(&shared);
+        Arc::new(move |index: u64, image: &MetadataImage| {
+            let hash = image_hash(image);
+            shared.images.lock().expect("images lock").broker_image(broker, index, hash);
+            let _ = shared.broker_images.lock().expect("lock").insert(broker, (index, hash));
+        })
+    };
+    match config.broker.cluster.as_mut() {
+        Some(cluster) => cluster.image_observer = Some(observer),
+        None => {
+            shared.fail(format!("broker {broker} is not a cluster member"));
+            return;
+        }
+    }
+    shared.trace.event(format!(
+        "broker {broker} starting (disk {} bytes, clock offset {} ms)",
+        host.disk.used_bytes(),
+        host.clock.offset_ms()
+    ));
+    let disk: storage::SharedDisk = Arc::new(host.disk.clone());
+    let clock: rt::time::SharedClock = Arc::new(host.clock.clone());
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    match server::run_node(config, disk, clock, shutdown).await {
+        Ok(()) => {
+            shared.trace.event(format!("broker {broker} shut down cleanly"));
+            let _ = shared.stopped_cleanly.lock().expect("lock").insert(broker);
+        }
+        Err(error) => shared.fail(format!("broker {broker} failed: {error}")),
+    }
+}
+
+/// The admin client: creates topics through the brokers while the faults run. A creation is
+/// acknowledged when the broker answers without error, or with TOPIC_ALREADY_EXISTS for a name
+/// an earlier attempt of which timed out.
+async fn create_topics(shared: Arc<Shared>) {
+    let bootstrap: Vec<String> =
+        shared.params.broker_ids().map(|broker| format!("{}:{KAFKA_PORT}", broker_ip(broker))).collect();
+    let config = ClientConfig {
+        bootstrap_servers: bootstrap,
+        client_id: "sim-admin".to_owned(),
+        request_timeout_ms: 5_000,
+        retry_backoff_ms: 100,
+        metadata_max_age_ms: 1_000,
+        ..ClientConfig::default()
+    };
+    let mut number = 0u64;
+    let mut attempts = 0u32;
+    while shared.creating.load(Ordering::SeqCst) {
+        let pause = thread_rng().gen_range(1..=2 * shared.params.create_every_ms);
+        madsim::time::sleep(Duration::from_millis(pause)).await;
+        let name = format!("topic-{number}");
+        let partitions = thread_rng().gen_range(1..=3);
+        let factor = thread_rng().gen_range(1..=shared.params.brokers.min(3)) as i16;
+        let attempt = async {
+            let client = Client::connect(config.clone()).await?;
+            let topic = NewTopic { num_partitions: partitions, replication_factor: factor, ..NewTopic::new(&name) };
+            Admin::new(&client).create_topics(&[topic], false).await
+        };
+        let outcome = rt::time::timeout(Duration::from_millis(CREATE_TIMEOUT_MS), attempt).await;
+        attempts += 1;
+        let result = match outcome {
+            Ok(Ok(results)) => results.into_iter().find(|(topic, _)| *topic == name).map(|(_, result)| result),
+            Ok(Err(error)) => Some(Err(error)),
+            Err(_) => None,
+        };
+        let definite = match result {
+            Some(Ok(())) => {
+                shared.trace.event(format!("client: created {name} ({partitions} partitions, factor {factor})"));
+                let _ = shared.created.lock().expect("lock").insert(name.clone(), partitions);
+                true
+            }
+            Some(Err(error))
+                if attempts > 1 && error.response_error() == Some(protocol::ResponseError::TopicAlreadyExists) =>
+            {
+                // An earlier attempt whose answer was lost created it; its partition count is
+                // that attempt's, so only the name is checked.
+                shared.trace.event(format!("client: {name} exists after a lost answer"));
+                let _ = shared.created.lock().expect("lock").insert(name.clone(), 0);
+                true
+            }
+            Some(Err(error)) => {
+                shared.trace.event(format!("client: creating {name}: {error}"));
+                !error.is_retriable()
+            }
+            None => {
+                shared.trace.event(format!("client: creating {name} timed out"));
+                false
+            }
+        };
+        if definite || attempts >= CREATE_ATTEMPTS_MAX {
+            number += 1;
+            attempts = 0;
+        }
+    }
+}
+
 struct Nemesis {
     handle: Handle,
     nodes: BTreeMap<u64, NodeHandle>,
@@ -254,6 +492,10 @@ impl Nemesis {
             }
         }
         thread_rng().gen_range(1..=self.shared.params.voters)
+    }
+
+    fn pick_broker(&self) -> u64 {
+        BROKER_ID_BASE + thread_rng().gen_range(1..=self.shared.params.brokers)
     }
 
     fn note_if_leader(&self, node: u64) {
@@ -292,6 +534,47 @@ impl Nemesis {
         }
     }
 
+    /// Power failure of a broker: it stops at once and its disk keeps only what was synced.
+    fn power_off_broker(&self, broker: u64) {
+        let host = &self.shared.brokers[&broker];
+        host.disk.freeze();
+        self.handle.kill(self.nodes[&broker].id());
+        let _ = self.shared.broker_stops.lock().expect("lock").remove(&broker);
+        let report = host.disk.crash();
+        self.shared.trace.event(format!("nemesis: broker {broker} lost {} bytes", report.lost_bytes));
+    }
+
+    async fn crash_broker(&mut self, broker: u64) {
+        let down_ms = thread_rng().gen_range(1..=3_000);
+        self.shared.trace.event(format!("nemesis: power failure of broker {broker} for {down_ms} ms"));
+        self.power_off_broker(broker);
+        madsim::time::sleep(Duration::from_millis(down_ms)).await;
+        self.handle.restart(self.nodes[&broker].id());
+    }
+
+    /// Asks the broker to shut down cleanly (controlled shutdown), waits for it (bounded),
+    /// and starts it again.
+    async fn restart_broker(&mut self, broker: u64) {
+        self.shared.trace.event(format!("nemesis: clean restart of broker {broker}"));
+        if let Some(stop) = self.shared.broker_stops.lock().expect("lock").remove(&broker) {
+            let _ = stop.send(());
+        }
+        let deadline = self.shared.trace.now_ms() + CONTROLLED_SHUTDOWN_WAIT_MS;
+        while self.shared.trace.now_ms() < deadline
+            && !self.shared.stopped_cleanly.lock().expect("lock").contains(&broker)
+        {
+            madsim::time::sleep(Duration::from_millis(50)).await;
+        }
+        if !self.shared.stopped_cleanly.lock().expect("lock").contains(&broker) {
+            self.shared.trace.event(format!("nemesis: broker {broker} did not stop within the wait; killing it"));
+        }
+        // The process exits: its sockets close.
+        self.handle.kill(self.nodes[&broker].id());
+        let down_ms = thread_rng().gen_range(1..=2_000);
+        madsim::time::sleep(Duration::from_millis(down_ms)).await;
+        self.handle.restart(self.nodes[&broker].id());
+    }
+
     fn clog(&self, from: u64, to: u64, on: bool) {
         let net = NetSim::current();
         let (from, to) = (self.nodes[&from].id(), self.nodes[&to].id());
@@ -315,7 +598,15 @@ impl Nemesis {
         self.shared.trace.event("nemesis: network healed");
     }
 
-    async fn run(mut self, until_ms: u64) -> BTreeMap<&'static str, u64> {
+    async fn pause(&mut self, node: u64, what: &str) {
+        let length = thread_rng().gen_range(100..=5_000);
+        self.shared.trace.event(format!("nemesis: pause {what} {node} for {length} ms"));
+        self.handle.pause(self.nodes[&node].id());
+        madsim::time::sleep(Duration::from_millis(length)).await;
+        self.handle.resume(self.nodes[&node].id());
+    }
+
+    async fn run(mut self, until_ms: u64) -> Self {
         let total: u32 = self.shared.params.weights.iter().map(|(_, weight)| weight).sum();
         let voters = self.shared.params.voters;
         loop {
@@ -339,12 +630,8 @@ impl Nemesis {
                 }
                 Fault::Pause => {
                     let node = self.pick(prefer_leader);
-                    let length = thread_rng().gen_range(100..=5_000);
                     self.note_if_leader(node);
-                    self.shared.trace.event(format!("nemesis: pause controller {node} for {length} ms"));
-                    self.handle.pause(self.nodes[&node].id());
-                    madsim::time::sleep(Duration::from_millis(length)).await;
-                    self.handle.resume(self.nodes[&node].id());
+                    self.pause(node, "controller").await;
                     self.count("pause");
                 }
                 Fault::Isolate => {
@@ -374,10 +661,42 @@ impl Nemesis {
                     self.partition(vec![(from, to)], format!("drop traffic from {from} to {to}")).await;
                     self.count("one-way");
                 }
+                Fault::BrokerCrash => {
+                    let broker = self.pick_broker();
+                    self.crash_broker(broker).await;
+                    self.count("broker-crash");
+                }
+                Fault::BrokerRestart => {
+                    let broker = self.pick_broker();
+                    self.restart_broker(broker).await;
+                    self.count("broker-restart");
+                }
+                Fault::BrokerPause => {
+                    let broker = self.pick_broker();
+                    self.pause(broker, "broker").await;
+                    self.count("broker-pause");
+                }
+                Fault::BrokerIsolate => {
+                    let broker = self.pick_broker();
+                    let links =
+                        (1..=voters).flat_map(|controller| [(broker, controller), (controller, broker)]).collect();
+                    self.partition(links, format!("isolate broker {broker} from the controllers")).await;
+                    self.count("broker-isolate");
+                }
+                Fault::ClockJump => {
+                    let broker = self.pick_broker();
+                    let mut delta_ms = thread_rng().gen_range(1..=CLOCK_JUMP_MS_MAX);
+                    if thread_rng().gen_bool(0.5) {
+                        delta_ms = -delta_ms;
+                    }
+                    self.shared.brokers[&broker].clock.jump(delta_ms);
+                    self.shared.trace.event(format!("nemesis: step broker {broker}'s clock by {delta_ms} ms"));
+                    self.count("clock-jump");
+                }
             }
         }
         self.shared.trace.event("nemesis: stopped, every fault healed");
-        self.counts
+        self
     }
 }
 
@@ -442,6 +761,64 @@ async fn converge(shared: &Arc<Shared>) -> Result<u64, String> {
     }
 }
 
+/// What keeps the brokers from having settled, or `None` once they have.
+fn unsettled(shared: &Shared, down: Option<u64>) -> Option<String> {
+    let leader = shared.leader()?;
+    let committed = shared.quorums.lock().expect("quorums lock").get(&leader)?.image();
+    let image = &committed.image;
+    for broker in shared.params.broker_ids() {
+        let registration = image.broker(NodeId(broker as i32));
+        let fenced = registration.is_none_or(|registration| registration.fenced);
+        if Some(broker) == down {
+            if !fenced {
+                return Some(format!("broker {broker} is down but not fenced"));
+            }
+            continue;
+        }
+        if fenced {
+            return Some(format!("broker {broker} is running but not unfenced"));
+        }
+        let published = shared.broker_images.lock().expect("lock").get(&broker).copied();
+        if published != Some((committed.applied_index, image_hash(image))) {
+            return Some(format!(
+                "broker {broker}'s image is at {published:?}, the controllers' at index {}",
+                committed.applied_index
+            ));
+        }
+    }
+    None
+}
+
+/// Liveness of the brokers: within [`SETTLE_MS`] fencing matches who runs, and every running
+/// broker holds the controllers' image. Then every acknowledged topic must exist.
+async fn settle(shared: &Arc<Shared>, down: Option<u64>) -> Result<u64, String> {
+    let started = shared.trace.now_ms();
+    loop {
+        let waiting = unsettled(shared, down);
+        let Some(reason) = waiting else { break };
+        if shared.trace.now_ms() >= started + SETTLE_MS {
+            return Err(format!("brokers did not settle within {SETTLE_MS} ms: {reason}"));
+        }
+        madsim::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = shared.trace.now_ms() - started;
+    shared.trace.event(format!("liveness: brokers settled within {elapsed} ms"));
+    let image = shared.images.lock().expect("images lock").reference().0.clone();
+    for (name, partitions) in shared.created.lock().expect("lock").iter() {
+        match image.topic(name) {
+            None => return Err(format!("acknowledged-topic-lost: {name} was created but is not in the image")),
+            Some(topic) if (topic.partitions.len() as i32) < *partitions => {
+                return Err(format!(
+                    "acknowledged-topic-lost: {name} was created with {partitions} partitions, the image has {}",
+                    topic.partitions.len()
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(elapsed)
+}
+
 /// Runs the scenario; called inside a fresh madsim runtime that allows raft-engine's threads.
 pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
     let handle = Handle::current();
@@ -449,15 +826,31 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
     trace.event(format!("params: {params:?}"));
     let root = std::env::temp_dir().join(format!("weir-sim-{}-{}", std::process::id(), options.seed));
     let _ = std::fs::remove_dir_all(&root);
-    let voters: BTreeMap<u64, String> = (1..=params.voters).map(|id| (id, address(id))).collect();
+    let voters: BTreeMap<u64, String> =
+        (1..=params.voters).map(|id| (id, format!("{}:{PORT}", controller_ip(id)))).collect();
     let disks = (1..=params.voters).map(|id| (id, (CrashFs::new(), root.join(format!("controller-{id}"))))).collect();
+    let brokers = params
+        .broker_ids()
+        .map(|id| {
+            let offset_ms = thread_rng().gen_range(-5_000..=5_000);
+            let drift_ppm = thread_rng().gen_range(-200..=200);
+            (id, BrokerHost { disk: SimDisk::new(DiskFaults::default()), clock: SimClock::new(offset_ms, drift_ppm) })
+        })
+        .collect();
     let shared = Arc::new(Shared {
         trace: trace.clone(),
         check: Mutex::new(QuorumCheck::new()),
+        images: Mutex::new(ImageCheck::new()),
         params: params.clone(),
         voters,
         disks,
         quorums: Mutex::new(BTreeMap::new()),
+        brokers,
+        broker_stops: Mutex::new(BTreeMap::new()),
+        stopped_cleanly: Mutex::new(BTreeSet::new()),
+        broker_images: Mutex::new(BTreeMap::new()),
+        created: Mutex::new(BTreeMap::new()),
+        creating: AtomicBool::new(true),
         next_value: AtomicU64::new(1),
         proposing: AtomicBool::new(true),
         leader_lost_ms: Mutex::new(None),
@@ -471,19 +864,49 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         let node = handle
             .create_node()
             .name(format!("controller-{id}"))
-            .ip(ip(id))
+            .ip(controller_ip(id))
             .init(move || incarnation(id, Arc::clone(&shared)))
             .build();
         let _ = nodes.insert(id, node);
     }
+    for id in params.broker_ids() {
+        let shared = Arc::clone(&shared);
+        let node = handle
+            .create_node()
+            .name(format!("broker-{id}"))
+            .ip(broker_ip(id))
+            .init(move || broker_incarnation(id, Arc::clone(&shared)))
+            .build();
+        let _ = nodes.insert(id, node);
+    }
+    let admin = {
+        let shared = Arc::clone(&shared);
+        handle
+            .create_node()
+            .name("admin")
+            .ip("10.0.2.1".parse().expect("valid IP"))
+            .build()
+            .spawn(create_topics(shared))
+    };
     let node_ids: Vec<_> = nodes.values().map(NodeHandle::id).collect();
     let safety_end = trace.now_ms() + params.safety_ms;
     let nemesis = Nemesis { handle: handle.clone(), nodes, shared: Arc::clone(&shared), counts: BTreeMap::new() };
-    let counts = nemesis.run(safety_end).await;
+    let nemesis = nemesis.run(safety_end).await;
+    shared.creating.store(false, Ordering::SeqCst);
+    let _ = admin.await;
+    let down = params.leave_broker_down.then(|| nemesis.pick_broker());
+    if let Some(broker) = down {
+        trace.event(format!("liveness phase: broker {broker} stays down"));
+        nemesis.power_off_broker(broker);
+    }
     trace.event("liveness phase: faults stopped");
     let mut failures = Vec::new();
     let convergence = converge(&shared).await;
     if let Err(error) = &convergence {
+        failures.push(error.clone());
+    }
+    let settled = if convergence.is_ok() { settle(&shared, down).await } else { Err("not tried".to_owned()) };
+    if let (Ok(_), Err(error)) = (&convergence, &settled) {
         failures.push(error.clone());
     }
     let (violations, terms, highest) = {
@@ -491,6 +914,11 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         (check.violations(), check.terms_led(), check.highest_applied())
     };
     failures.extend(violations);
+    let (image_violations, images_checked) = {
+        let images = shared.images.lock().expect("images lock");
+        (images.violations(), images.checked())
+    };
+    failures.extend(image_violations);
     failures.extend(shared.failures.lock().expect("failures lock").iter().cloned());
     let failovers = shared.failovers_ms.lock().expect("lock").clone();
     let failover_text = if failovers.is_empty() {
@@ -501,16 +929,21 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         format!("{} (median {} ms, max {} ms)", sorted.len(), sorted[sorted.len() / 2], sorted[sorted.len() - 1])
     };
     let summary = format!(
-        "voters {} terms-led {terms} highest-index {highest} values {} failovers {failover_text} convergence {:?} faults {counts:?}",
+        "voters {} brokers {} terms-led {terms} highest-index {highest} values {} topics {} broker-images-checked {images_checked} failovers {failover_text} convergence {:?} settled {:?} faults {:?}",
         params.voters,
+        params.brokers,
         shared.next_value.load(Ordering::SeqCst) - 1,
-        convergence.as_ref().ok()
+        shared.created.lock().expect("lock").len(),
+        convergence.as_ref().ok(),
+        settled.as_ref().ok(),
+        nemesis.counts,
     );
     trace.event(format!("summary: {summary}"));
     for failure in &failures {
         trace.event(format!("FAILURE {failure}"));
     }
-    // Stop the controllers (their engines close on their threads) before removing the files.
+    // Stop every node (the controllers' engines close on their threads) before removing the
+    // files.
     for id in node_ids {
         handle.kill(id);
     }
