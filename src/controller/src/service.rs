@@ -165,6 +165,14 @@ impl ControllerService {
             let (request, _) = match rpc::read_frame::<ControlRequest>(&mut stream, rpc::REQUEST_BYTES_MAX).await {
                 Ok(request) => request,
                 Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+                Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
+                    // Oversized or undecodable: say why, then close (the stream cannot be
+                    // resynchronised).
+                    let refusal =
+                        ControlResponse::Error(ControlError::Invalid(format!("bad control request: {error}")));
+                    let _ = rpc::write_frame(&mut stream, &refusal, &[]).await;
+                    return Err(error);
+                }
                 Err(error) => return Err(error),
             };
             let (response, blob) = self.handle(request).await;
