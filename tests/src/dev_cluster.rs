@@ -342,7 +342,7 @@ const FAILOVER_TIMEOUT: Duration = Duration::from_secs(60);
 const FAILOVER_RECORDS: usize = 30;
 
 /// `weir cluster status --json` against the listed controllers.
-fn cluster_status(controllers: &[String]) -> Option<serde_json::Value> {
+pub(crate) fn cluster_status(controllers: &[String]) -> Option<serde_json::Value> {
     let mut command = Command::new(weir_binary());
     let _ = command.args(["cluster", "status", "--json", "--controller", &controllers.join(",")]);
     scrub_weir_environment(&mut command);
@@ -389,7 +389,7 @@ async fn leaders_among(client: &client::Client, topic: &str, live: &[i32]) -> Ve
 }
 
 /// Produces `FAILOVER_RECORDS` per partition with acks=all and reads everything back.
-async fn produce_and_read_back(client: &client::Client, topic: &str, partitions: i32, label: &str) {
+pub(crate) async fn produce_and_read_back(client: &client::Client, topic: &str, partitions: i32, label: &str) {
     let producer = Producer::new(client.clone(), ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
         .expect("valid producer config");
     let mut written = std::collections::BTreeSet::new();

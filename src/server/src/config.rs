@@ -567,16 +567,17 @@ impl NodeConfig {
                 });
             }
         }
-        let kafka = listeners
-            .iter()
-            .find(|listener| !is_controller_listener(listener))
-            .ok_or_else(|| ConfigError::NoKafkaListener { controller_listener_names: controller_names_text.clone() })?;
+        // A controller-only node serves no clients, so it needs no Kafka listener.
+        let kafka = listeners.iter().find(|listener| !is_controller_listener(listener));
+        if kafka.is_none() && roles.broker {
+            return Err(ConfigError::NoKafkaListener { controller_listener_names: controller_names_text.clone() });
+        }
         let controller = listeners.iter().find(|listener| is_controller_listener(listener));
         validate_quorum(node_id, roles, &voters, &voters_text, controller, &controller_names_text)?;
         let controller_listen =
             controller.filter(|_| roles.controller).map(|listener| (listener.host.clone(), listener.port));
 
-        let (listen_host, listen_port) = (kafka.host.clone(), kafka.port);
+        let (listen_host, listen_port) = kafka.map_or((String::new(), 0), |kafka| (kafka.host.clone(), kafka.port));
         let advertised = settings.get("advertised.listeners");
         let advertised = if advertised.trim().is_empty() {
             Vec::new()
@@ -587,7 +588,10 @@ impl NodeConfig {
         // the Kafka listener, as Kafka pairs them by name.
         let client_facing: Vec<&Listener> =
             advertised.iter().filter(|listener| !is_controller_listener(listener)).collect();
-        let chosen = client_facing.iter().find(|listener| listener.name == kafka.name).or(client_facing.first());
+        let chosen = client_facing
+            .iter()
+            .find(|listener| kafka.is_some_and(|kafka| listener.name == kafka.name))
+            .or(client_facing.first());
         let (advertised_host, advertised_port) = match chosen {
             Some(listener) => (listener.host.clone(), listener.port),
             None if listen_host == "0.0.0.0" || listen_host == "::" => ("127.0.0.1".to_owned(), listen_port),
@@ -788,6 +792,16 @@ mod tests {
         assert_eq!(config.roles, Roles { broker: true, controller: false });
         assert_eq!(config.controller_listen, None);
         assert_eq!((config.broker.advertised_host.as_str(), config.broker.advertised_port), ("broker4.example", 9098));
+        // A controller-only voter needs only its controller listener.
+        let config = node_config(&[
+            ("node.id", "1"),
+            ("process.roles", "controller"),
+            ("controller.quorum.voters", VOTERS_3),
+            ("listeners", "CONTROLLER://127.0.0.1:9093"),
+        ])
+        .expect("a controller-only node is valid");
+        assert_eq!(config.roles, Roles { broker: false, controller: true });
+        assert_eq!(config.controller_listen, Some(("127.0.0.1".to_owned(), 9093)));
     }
 
     #[test]
