@@ -31,6 +31,12 @@ pub const FETCH_BYTES_MAX: usize = 4 * 1024 * 1024;
 pub const FETCH_WAIT_MS_MAX: u64 = 30_000;
 /// How often the active controller looks for expired sessions.
 pub const SESSION_CHECK_INTERVAL_MS: u64 = 100;
+/// Control connections served at once; more are closed on arrival (every broker call opens
+/// one and closes it after the answer, so a healthy cluster holds a few per broker).
+pub const CONTROL_CONNECTIONS_MAX: usize = 1_024;
+/// Longest a control connection may stay silent before a request (a caller that connects
+/// and sends nothing is dropped).
+pub const CONTROL_IDLE_TIMEOUT_MS: u64 = 60_000;
 /// Kafka's default `broker.session.timeout.ms`.
 pub const BROKER_SESSION_TIMEOUT_MS_DEFAULT: u64 = 9_000;
 
@@ -146,12 +152,20 @@ impl ControllerService {
         });
         let serving = Arc::clone(&service);
         drop(rt::task::spawn(async move {
+            let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
             while let Some(stream) = streams.recv().await {
-                let service = Arc::clone(&serving);
+                if open.load(std::sync::atomic::Ordering::Relaxed) >= CONTROL_CONNECTIONS_MAX {
+                    tracing::warn!(limit = CONTROL_CONNECTIONS_MAX, "too many control connections; closing a new one");
+                    drop(stream);
+                    continue;
+                }
+                let _ = open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let (service, open) = (Arc::clone(&serving), Arc::clone(&open));
                 drop(rt::task::spawn(async move {
                     if let Err(error) = service.serve(stream).await {
                         tracing::debug!(%error, "control connection closed");
                     }
+                    let _ = open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 }));
             }
         }));
@@ -162,7 +176,11 @@ impl ControllerService {
 
     async fn serve(&self, mut stream: TcpStream) -> std::io::Result<()> {
         loop {
-            let (request, _) = match rpc::read_frame::<ControlRequest>(&mut stream, rpc::REQUEST_BYTES_MAX).await {
+            let next = rpc::read_frame::<ControlRequest>(&mut stream, rpc::REQUEST_BYTES_MAX);
+            let Ok(next) = rt::time::timeout(Duration::from_millis(CONTROL_IDLE_TIMEOUT_MS), next).await else {
+                return Ok(());
+            };
+            let (request, _) = match next {
                 Ok(request) => request,
                 Err(error) if error.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
                 Err(error) if error.kind() == std::io::ErrorKind::InvalidData => {
