@@ -207,7 +207,7 @@ struct Shared {
     next_value: AtomicU64,
     proposing: AtomicBool,
     /// Simulated ms at which the leader was crashed, paused or isolated, and failover times.
-    leader_lost_ms: Mutex<Option<u64>>,
+    leader_lost_ms: Mutex<Option<(u64, u64)>>,
     failovers_ms: Mutex<Vec<u64>>,
     failures: Mutex<Vec<String>>,
     /// The run's real directory (per process and seed): kept out of the trace.
@@ -306,7 +306,7 @@ async fn incarnation(node: u64, shared: Arc<Shared>) {
                     last_term_led = Some(current.term);
                     shared.trace.event(format!("controller {node} leads term {}", current.term));
                     shared.check.lock().expect("check lock").leader(current.term, node);
-                    if let Some(lost_ms) = shared.leader_lost_ms.lock().expect("lock").take() {
+                    if let Some((lost_ms, _)) = shared.leader_lost_ms.lock().expect("lock").take() {
                         shared.failovers_ms.lock().expect("lock").push(shared.trace.now_ms() - lost_ms);
                     }
                 }
@@ -500,7 +500,15 @@ impl Nemesis {
 
     fn note_if_leader(&self, node: u64) {
         if self.shared.leader() == Some(node) {
-            *self.shared.leader_lost_ms.lock().expect("lock") = Some(self.shared.trace.now_ms());
+            *self.shared.leader_lost_ms.lock().expect("lock") = Some((self.shared.trace.now_ms(), node));
+        }
+    }
+
+    /// A paused or cut-off leader that is back and still leads lost nothing: no failover.
+    fn forget_loss_if_still_leading(&self) {
+        let mut lost = self.shared.leader_lost_ms.lock().expect("lock");
+        if lost.is_some_and(|(_, node)| self.shared.leader() == Some(node)) {
+            *lost = None;
         }
     }
 
@@ -596,6 +604,7 @@ impl Nemesis {
             self.clog(*from, *to, false);
         }
         self.shared.trace.event("nemesis: network healed");
+        self.forget_loss_if_still_leading();
     }
 
     async fn pause(&mut self, node: u64, what: &str) {
@@ -604,6 +613,7 @@ impl Nemesis {
         self.handle.pause(self.nodes[&node].id());
         madsim::time::sleep(Duration::from_millis(length)).await;
         self.handle.resume(self.nodes[&node].id());
+        self.forget_loss_if_still_leading();
     }
 
     async fn run(mut self, until_ms: u64) -> Self {
