@@ -116,6 +116,24 @@ pub enum MetadataOp {
         /// The partitions.
         partitions: Vec<(TopicId, i32)>,
     },
+    /// A leader changes its partition's ISR (Kafka's AlterPartition): a compare-and-set on
+    /// the partition epoch, from the leader of the leader epoch it names.
+    AlterPartition {
+        /// The topic.
+        topic_id: TopicId,
+        /// The partition.
+        partition: i32,
+        /// The leader asking.
+        broker_id: NodeId,
+        /// Its registration.
+        broker_epoch: i64,
+        /// The leader epoch it leads in.
+        leader_epoch: LeaderEpoch,
+        /// The partition epoch it saw.
+        partition_epoch: PartitionEpoch,
+        /// The ISR it wants.
+        new_isr: Vec<NodeId>,
+    },
 }
 
 /// Why an operation cannot be planned.
@@ -147,6 +165,43 @@ pub enum OpError {
         /// The epoch asked about.
         broker_epoch: i64,
     },
+    /// No such partition.
+    #[error("unknown partition {partition}")]
+    UnknownPartition {
+        /// The partition index.
+        partition: i32,
+    },
+    /// The request's leader epoch is not the partition's (FENCED_LEADER_EPOCH).
+    #[error("leader epoch {requested} is not the partition's leader epoch {current}")]
+    FencedLeaderEpoch {
+        /// The epoch asked about.
+        requested: LeaderEpoch,
+        /// The partition's.
+        current: LeaderEpoch,
+    },
+    /// The broker asking does not lead the partition (NOT_LEADER_OR_FOLLOWER).
+    #[error("broker {broker_id} does not lead this partition (its leader is {leader})")]
+    NotLeader {
+        /// The broker asking.
+        broker_id: NodeId,
+        /// The partition's leader.
+        leader: NodeId,
+    },
+    /// The partition changed since the leader read it (INVALID_UPDATE_VERSION).
+    #[error("partition epoch {requested} is stale; the partition is at {current}")]
+    InvalidUpdateVersion {
+        /// The epoch asked about.
+        requested: PartitionEpoch,
+        /// The partition's.
+        current: PartitionEpoch,
+    },
+    /// A proposed ISR member may not be in the ISR: fenced, unregistered, or not a replica
+    /// (INELIGIBLE_REPLICA).
+    #[error("{0}")]
+    IneligibleReplica(String),
+    /// A malformed ISR (empty, repeated members, without the leader).
+    #[error("{0}")]
+    InvalidIsr(String),
     /// The planned records do not fit the image (a bug in planning).
     #[error(transparent)]
     Apply(#[from] ApplyError),
@@ -289,6 +344,24 @@ pub fn plan(image: &MetadataImage, op: &MetadataOp) -> Result<Vec<MetadataRecord
         }
         MetadataOp::FenceBroker { broker_id, broker_epoch } => fence(image, *broker_id, *broker_epoch)?,
         MetadataOp::UnfenceBroker { broker_id, broker_epoch } => unfence(image, *broker_id, *broker_epoch)?,
+        MetadataOp::AlterPartition {
+            topic_id,
+            partition,
+            broker_id,
+            broker_epoch,
+            leader_epoch,
+            partition_epoch,
+            new_isr,
+        } => alter_partition(
+            image,
+            *topic_id,
+            *partition,
+            *broker_id,
+            *broker_epoch,
+            *leader_epoch,
+            *partition_epoch,
+            new_isr,
+        )?,
         MetadataOp::ElectPreferredLeaders { partitions } => {
             let mut records = Vec::new();
             for (topic_id, partition) in partitions {
@@ -475,6 +548,56 @@ fn move_away(image: &MetadataImage, broker_id: NodeId) -> Vec<MetadataRecord> {
         }
     }
     records
+}
+
+#[allow(clippy::too_many_arguments)] // the fields of the request, checked one by one
+fn alter_partition(
+    image: &MetadataImage,
+    topic_id: TopicId,
+    partition: i32,
+    broker_id: NodeId,
+    broker_epoch: i64,
+    leader_epoch: LeaderEpoch,
+    partition_epoch: PartitionEpoch,
+    new_isr: &[NodeId],
+) -> Result<Vec<MetadataRecord>, OpError> {
+    if image.broker(broker_id).is_none_or(|broker| broker.broker_epoch != broker_epoch) {
+        return Err(OpError::StaleBrokerEpoch { broker_id, broker_epoch });
+    }
+    let topic = image.topic_by_id(topic_id).ok_or(OpError::UnknownTopic)?;
+    let state = topic.partitions.get(&partition).ok_or(OpError::UnknownPartition { partition })?;
+    if state.leader != broker_id {
+        return Err(OpError::NotLeader { broker_id, leader: state.leader });
+    }
+    if leader_epoch != state.leader_epoch {
+        return Err(OpError::FencedLeaderEpoch { requested: leader_epoch, current: state.leader_epoch });
+    }
+    if partition_epoch != state.partition_epoch {
+        return Err(OpError::InvalidUpdateVersion { requested: partition_epoch, current: state.partition_epoch });
+    }
+    let distinct: std::collections::BTreeSet<NodeId> = new_isr.iter().copied().collect();
+    if new_isr.is_empty() || distinct.len() != new_isr.len() || !distinct.contains(&broker_id) {
+        return Err(OpError::InvalidIsr(format!(
+            "ISR {new_isr:?} must list the leader {broker_id} and each member once"
+        )));
+    }
+    for member in new_isr {
+        if !state.replicas.contains(member) {
+            return Err(OpError::IneligibleReplica(format!(
+                "broker {member} is not a replica of partition {partition}"
+            )));
+        }
+        // Members already in the ISR may stay; only additions must be live.
+        if !state.isr.contains(member) && !image.is_unfenced(*member) {
+            return Err(OpError::IneligibleReplica(format!("broker {member} is fenced or not registered")));
+        }
+    }
+    let mut next = state.clone();
+    next.isr = new_isr.to_vec();
+    if next.isr == state.isr {
+        return Ok(Vec::new());
+    }
+    Ok(vec![changed(topic_id, partition, state, next)])
 }
 
 fn unfence(image: &MetadataImage, broker_id: NodeId, broker_epoch: i64) -> Result<Vec<MetadataRecord>, OpError> {
@@ -705,6 +828,61 @@ mod tests {
             .partitions
             .values()
             .all(|state| state.leader == NodeId(1)));
+    }
+
+    #[test]
+    fn alter_partition_is_a_compare_and_set_by_the_leader() {
+        let mut image = cluster(3);
+        let topic_id = create(&mut image, "isr", 1, 3, 0);
+        let state = image.topic_by_id(topic_id).expect("exists").partitions[&0].clone();
+        let leader = state.leader;
+        let follower = *state.replicas.iter().find(|replica| **replica != leader).expect("a follower");
+        let alter = |image: &MetadataImage, broker: NodeId, leader_epoch, partition_epoch, new_isr: Vec<NodeId>| {
+            plan(
+                image,
+                &MetadataOp::AlterPartition {
+                    topic_id,
+                    partition: 0,
+                    broker_id: broker,
+                    broker_epoch: image.broker(broker).expect("registered").broker_epoch,
+                    leader_epoch,
+                    partition_epoch,
+                    new_isr,
+                },
+            )
+        };
+        let shrunk = vec![leader];
+        let records = alter(&image, leader, state.leader_epoch, state.partition_epoch, shrunk.clone()).expect("fits");
+        for record in &records {
+            image.apply(record).expect("applies");
+        }
+        let after = image.topic_by_id(topic_id).expect("exists").partitions[&0].clone();
+        assert_eq!(after.isr, shrunk);
+        assert_eq!(after.leader_epoch, state.leader_epoch, "an ISR change keeps the leader epoch");
+        assert_eq!(after.partition_epoch.0, state.partition_epoch.0 + 1);
+
+        // The old partition epoch is refused: the compare-and-set failed.
+        let stale = alter(&image, leader, state.leader_epoch, state.partition_epoch, vec![leader, follower]);
+        assert!(matches!(stale, Err(OpError::InvalidUpdateVersion { .. })), "{stale:?}");
+        let fenced = alter(&image, leader, LeaderEpoch(state.leader_epoch.0 + 7), after.partition_epoch, vec![leader]);
+        assert!(matches!(fenced, Err(OpError::FencedLeaderEpoch { .. })), "{fenced:?}");
+        let not_leader = alter(&image, follower, after.leader_epoch, after.partition_epoch, vec![follower]);
+        assert!(matches!(not_leader, Err(OpError::NotLeader { .. })), "{not_leader:?}");
+        for bad in [vec![], vec![follower], vec![leader, leader]] {
+            let refused = alter(&image, leader, after.leader_epoch, after.partition_epoch, bad);
+            assert!(matches!(refused, Err(OpError::InvalidIsr(_))), "{refused:?}");
+        }
+        let outsider = alter(&image, leader, after.leader_epoch, after.partition_epoch, vec![leader, NodeId(9)]);
+        assert!(matches!(outsider, Err(OpError::IneligibleReplica(_))), "{outsider:?}");
+        // A fenced broker may not rejoin.
+        let follower_epoch = epoch(&image, follower.0);
+        let _ = apply(&mut image, &MetadataOp::FenceBroker { broker_id: follower, broker_epoch: follower_epoch });
+        let after = image.topic_by_id(topic_id).expect("exists").partitions[&0].clone();
+        let fenced_member = alter(&image, leader, after.leader_epoch, after.partition_epoch, vec![leader, follower]);
+        assert!(matches!(fenced_member, Err(OpError::IneligibleReplica(_))), "{fenced_member:?}");
+        // Asking for the ISR it already has changes nothing.
+        let same = alter(&image, leader, after.leader_epoch, after.partition_epoch, after.isr.clone());
+        assert_eq!(same, Ok(Vec::new()));
     }
 
     #[test]

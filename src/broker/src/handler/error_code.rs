@@ -36,6 +36,12 @@ pub(crate) fn op_error_code(error: &metadata::ops::OpError) -> ResponseError {
         OpError::InvalidReplicationFactor(_) => ResponseError::InvalidReplicationFactor,
         OpError::InvalidReplicaAssignment(_) => ResponseError::InvalidReplicaAssignment,
         OpError::StaleBrokerEpoch { .. } => ResponseError::StaleBrokerEpoch,
+        OpError::UnknownPartition { .. } => ResponseError::UnknownTopicOrPartition,
+        OpError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+        OpError::NotLeader { .. } => ResponseError::NotLeaderOrFollower,
+        OpError::InvalidUpdateVersion { .. } => ResponseError::InvalidUpdateVersion,
+        OpError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
+        OpError::InvalidIsr(_) => ResponseError::InvalidRequest,
         OpError::Apply(_) => ResponseError::UnknownTopicOrPartition,
     }
 }
