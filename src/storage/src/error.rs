@@ -62,6 +62,15 @@ pub enum StorageError {
     /// `append` was given no bytes.
     #[error("append holds no record batch")]
     EmptyAppend,
+    /// A replicated append whose batches do not continue the log (a follower's append must
+    /// start at its log end offset and keep the leader's offsets).
+    #[error("replicated batch at offset {got} does not continue the log at {expected}")]
+    ReplicatedOffsetMismatch {
+        /// The offset the log expected.
+        expected: Offset,
+        /// The batch's base offset.
+        got: Offset,
+    },
     /// `append` was given more than [`crate::limits::APPEND_BYTES_MAX`] bytes.
     #[error("append of {bytes} bytes exceeds the limit of {bytes_max} bytes")]
     AppendTooLarge {

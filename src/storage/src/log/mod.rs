@@ -16,6 +16,7 @@
 //!
 //! Lock order: `append_lock`, then `files_lock`, then `state`.
 
+mod epochs;
 mod read;
 mod recovery;
 
@@ -31,6 +32,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGua
 use bytes::{Bytes, BytesMut};
 use protocol::batch::{self, BatchHeader};
 use protocol::ids::{LeaderEpoch, Offset};
+use replication::epoch_cache::{EpochEnd, LeaderEpochCache};
 
 use crate::checkpoint;
 use crate::config::LogConfig;
@@ -106,6 +108,8 @@ struct LogState {
     truncations: u64,
     /// Set by `delete`; every later operation fails.
     deleted: bool,
+    /// Which leader epoch wrote which offsets (persisted before a new epoch's first batch).
+    epochs: LeaderEpochCache,
 }
 
 impl LogState {
@@ -140,6 +144,15 @@ impl LogState {
             "segments are contiguous"
         );
     }
+}
+
+/// Who is appending.
+#[derive(Debug, Clone, Copy)]
+enum Origin {
+    /// The leader: offsets are assigned here and batches stamped with its epoch.
+    Leader { leader_epoch: LeaderEpoch, log_append_time: bool },
+    /// A follower: batches keep the leader's offsets and epochs.
+    Replica,
 }
 
 /// The byte ranges of the batches of one append, with their offset and record counts.
@@ -214,9 +227,29 @@ impl PartitionLog {
     /// append stays in the segment); `Io`; `FsyncFailed` from a roll (fatal).
     pub async fn append(
         &self,
-        mut batches: BytesMut,
+        batches: BytesMut,
         leader_epoch: LeaderEpoch,
         log_append_time: bool,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        self.append_batches(batches, Origin::Leader { leader_epoch, log_append_time }, now_ms).await
+    }
+
+    /// A follower's append: batches exactly as the leader stored them (offsets, leader epochs,
+    /// timestamps untouched), which must start at this log's end offset and follow each other.
+    /// Records each new epoch in the epoch cache (durably, before the data). Does not fsync.
+    ///
+    /// # Errors
+    /// `ReplicatedOffsetMismatch` for batches that do not continue the log; otherwise as
+    /// [`PartitionLog::append`].
+    pub async fn append_replicated(&self, batches: BytesMut, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        self.append_batches(batches, Origin::Replica, now_ms).await
+    }
+
+    async fn append_batches(
+        &self,
+        mut batches: BytesMut,
+        origin: Origin,
         now_ms: i64,
     ) -> Result<AppendInfo, StorageError> {
         let bytes = batches.len() as u64;
@@ -253,16 +286,44 @@ impl PartitionLog {
 
         let mut next_offset = base_offset;
         let mut headers = Vec::with_capacity(plan.ranges.len());
+        let latest_epoch = self.state().epochs.latest_epoch();
         for range in &plan.ranges {
             let batch_bytes = &mut batches[range.clone()];
-            batch::set_base_offset(batch_bytes, next_offset);
-            batch::set_partition_leader_epoch(batch_bytes, leader_epoch);
-            if log_append_time {
-                batch::set_log_append_time(batch_bytes, now_ms);
+            if let Origin::Leader { leader_epoch, log_append_time } = origin {
+                batch::set_base_offset(batch_bytes, next_offset);
+                batch::set_partition_leader_epoch(batch_bytes, leader_epoch);
+                if log_append_time {
+                    batch::set_log_append_time(batch_bytes, now_ms);
+                }
             }
-            let header = BatchHeader::parse(batch_bytes)?;
+            let header = match BatchHeader::parse(batch_bytes) {
+                Ok(header) if header.base_offset == next_offset => header,
+                Ok(header) => {
+                    self.space.release(bytes);
+                    return Err(StorageError::ReplicatedOffsetMismatch {
+                        expected: next_offset,
+                        got: header.base_offset,
+                    });
+                }
+                Err(error) => {
+                    self.space.release(bytes);
+                    return Err(error.into());
+                }
+            };
             next_offset = header.next_offset();
             headers.push(header);
+        }
+        if headers.iter().any(|header| Some(header.partition_leader_epoch) > latest_epoch) {
+            let mut epochs = self.state().epochs.clone();
+            for header in &headers {
+                let _ = epochs.assign(header.partition_leader_epoch, header.base_offset);
+            }
+            // Before the data: every durable batch's epoch must be in a durable checkpoint.
+            if let Err(error) = epochs::write(&self.disk, &self.dir, &epochs).await {
+                self.space.release(bytes);
+                return Err(error);
+            }
+            self.state_mut().epochs = epochs;
         }
 
         if let Err(source) = file.write_at(position, batches.freeze()).await {
@@ -377,6 +438,39 @@ impl PartitionLog {
         self.state().durable_end_offset
     }
 
+    /// OffsetForLeaderEpoch: the largest epoch at or below `epoch` that wrote to this log,
+    /// and where it ends (the next epoch's start, or the log end offset).
+    pub fn epoch_end_offset(&self, epoch: LeaderEpoch) -> EpochEnd {
+        let state = self.state();
+        state.epochs.end_offset_for(epoch, state.log_end_offset())
+    }
+
+    /// A copy of the leader-epoch cache.
+    pub fn leader_epoch_cache(&self) -> LeaderEpochCache {
+        self.state().epochs.clone()
+    }
+
+    /// Records that `epoch` starts at the current log end offset (a new leader does this before
+    /// its first append, so it answers for its epoch at once). Durable before returning; a no-op
+    /// for an epoch not newer than the latest.
+    ///
+    /// # Errors
+    /// `FsyncFailed`, `DiskFull`, `Io` from the checkpoint; `LogDeleted`.
+    pub async fn assign_epoch(&self, epoch: LeaderEpoch) -> Result<(), StorageError> {
+        let _append = self.append_lock.lock().await;
+        let mut epochs = {
+            let state = self.state();
+            self.check_live(&state)?;
+            state.epochs.clone()
+        };
+        let log_end_offset = self.log_end_offset();
+        if epochs.assign(epoch, log_end_offset) {
+            epochs::write(&self.disk, &self.dir, &epochs).await?;
+            self.state_mut().epochs = epochs;
+        }
+        Ok(())
+    }
+
     /// Bytes of all segments (including batches below the log start offset that share a
     /// segment with readable ones).
     pub fn size_bytes(&self) -> u64 {
@@ -429,6 +523,7 @@ impl PartitionLog {
         let count = {
             let mut state = self.state_mut();
             state.log_start_offset = offset;
+            let _ = state.epochs.truncate_from_start(offset);
             let sealed = &state.segments[..state.segments.len() - 1];
             sealed.iter().take_while(|segment| segment.next_offset <= offset).count()
         };
@@ -477,7 +572,9 @@ impl PartitionLog {
         }
         if new_log_start_offset > log_start_offset {
             checkpoint::write_checkpoint(&self.disk, &self.dir, new_log_start_offset).await?;
-            self.state_mut().log_start_offset = new_log_start_offset;
+            let mut state = self.state_mut();
+            state.log_start_offset = new_log_start_offset;
+            let _ = state.epochs.truncate_from_start(new_log_start_offset);
         }
         self.remove_oldest_segments(count).await?;
         tracing::debug!(dir = %self.dir.display(), count, "retention deleted segments");
@@ -578,7 +675,12 @@ impl PartitionLog {
                 Some(segment)
             }
         };
+        let mut epochs = self.state().epochs.clone();
+        if epochs.truncate_from_end(cut_offset) {
+            epochs::write(&self.disk, &self.dir, &epochs).await?;
+        }
         let mut state = self.state_mut();
+        state.epochs = epochs;
         state.segments.truncate(keep + 1);
         if let Some(segment) = rebuilt {
             state.segments[keep] = segment;
@@ -619,6 +721,7 @@ impl PartitionLog {
     /// Empties the log: log start = log end = `offset`. Locks held by the caller.
     async fn truncate_fully(&self, offset: Offset) -> Result<(), StorageError> {
         checkpoint::write_checkpoint(&self.disk, &self.dir, offset).await?;
+        epochs::write(&self.disk, &self.dir, &LeaderEpochCache::new()).await?;
         let (doomed, last_append_ms): (Vec<Offset>, i64) = {
             let state = self.state();
             (state.segments.iter().rev().map(|segment| segment.base_offset).collect(), state.active().last_append_ms)
@@ -630,6 +733,7 @@ impl PartitionLog {
         let mut state = self.state_mut();
         let freed_bytes = state.size_bytes();
         state.segments = vec![segment];
+        state.epochs = LeaderEpochCache::new();
         state.log_start_offset = offset;
         state.durable_end_offset = offset;
         state.truncations += 1;

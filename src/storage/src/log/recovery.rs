@@ -124,6 +124,14 @@ impl PartitionLog {
             }
         }
         let names = disk.list_dir(&dir).await.map_err(StorageError::io(&dir, IoOperation::ListDir))?;
+        if names.iter().any(|name| name == super::epochs::EPOCH_CHECKPOINT_TEMP_NAME) {
+            let temporary = dir.join(super::epochs::EPOCH_CHECKPOINT_TEMP_NAME);
+            match disk.remove_file(&temporary).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(StorageError::io(&temporary, IoOperation::Remove)(error)),
+            }
+        }
         if names.iter().any(|name| name == CHECKPOINT_TEMP_NAME) {
             let temporary = dir.join(CHECKPOINT_TEMP_NAME);
             match disk.remove_file(&temporary).await {
@@ -172,8 +180,25 @@ impl PartitionLog {
             active.rolling_base_ms = Some(first_timestamp_ms.map_or(now_ms, |timestamp_ms| timestamp_ms.min(now_ms)));
         }
         let log_end_offset = active.next_offset;
-        let state =
-            LogState { segments, log_start_offset, durable_end_offset: log_end_offset, truncations: 0, deleted: false };
+        // The epoch checkpoint was written before any batch of its newest epoch, so it covers
+        // everything recovered; entries past the recovered end are dropped (one starting right
+        // at it is an epoch that has written nothing yet, or lost what it wrote: kept).
+        let (mut epochs, rebuilt) = match super::epochs::read(&disk, &dir).await? {
+            Some(epochs) => (epochs, false),
+            None => (super::epochs::rebuild(&segments, log_start_offset).await?, true),
+        };
+        let cut = epochs.truncate_from_end(log_end_offset.plus(1));
+        if cut || (rebuilt && !epochs.entries().is_empty()) {
+            super::epochs::write(&disk, &dir, &epochs).await?;
+        }
+        let state = LogState {
+            segments,
+            log_start_offset,
+            durable_end_offset: log_end_offset,
+            truncations: 0,
+            deleted: false,
+            epochs,
+        };
         state.assert_invariants();
         tracing::debug!(
             dir = %dir.display(),

@@ -616,3 +616,88 @@ fn the_log_and_its_futures_are_send_and_sync() {
     let lookup = log.offset_for_timestamp(0);
     assert_send(&lookup);
 }
+
+/// `count` records written by `epoch` at `base_offset`, as a leader would have stored them.
+fn stored_batch(records: usize, base_offset: i64, epoch: LeaderEpoch) -> BytesMut {
+    let mut bytes = batch(records, 1_000);
+    protocol::batch::set_base_offset(&mut bytes, Offset(base_offset));
+    protocol::batch::set_partition_leader_epoch(&mut bytes, epoch);
+    bytes
+}
+
+fn epoch_entries(log: &PartitionLog) -> Vec<(i32, i64)> {
+    log.leader_epoch_cache().entries().iter().map(|(epoch, start)| (epoch.0, start.0)).collect()
+}
+
+#[tokio::test]
+async fn the_epoch_cache_follows_appends_truncation_and_restarts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open_log(dir.path(), small_config(SEGMENT_BYTES_MIN), 0).await;
+    let _ = log.append(batch(3, 1_000), LeaderEpoch(1), false, 1_000).await.expect("append");
+    let _ = log.append(batch(2, 1_000), LeaderEpoch(1), false, 1_000).await.expect("append");
+    let _ = log.append(batch(4, 1_000), LeaderEpoch(4), false, 1_000).await.expect("append");
+    assert_eq!(epoch_entries(&log), [(1, 0), (4, 5)]);
+    let answer = log.epoch_end_offset(LeaderEpoch(3));
+    assert_eq!((answer.epoch, answer.end_offset), (LeaderEpoch(1), Offset(5)));
+    let answer = log.epoch_end_offset(LeaderEpoch(4));
+    assert_eq!((answer.epoch, answer.end_offset), (LeaderEpoch(4), Offset(9)));
+    // A new leader records its epoch before appending anything.
+    log.assign_epoch(LeaderEpoch(6)).await.expect("assign");
+    assert_eq!(epoch_entries(&log), [(1, 0), (4, 5), (6, 9)]);
+    drop(log);
+
+    let log = open_log(dir.path(), small_config(SEGMENT_BYTES_MIN), 0).await;
+    // Epoch 6 wrote nothing: after a restart it starts at the log end, which is still 9.
+    assert_eq!(epoch_entries(&log), [(1, 0), (4, 5), (6, 9)]);
+    // The cut falls inside epoch 4's only batch, which goes whole: so does epoch 4.
+    log.truncate_to(Offset(6)).await.expect("truncate");
+    assert_eq!(epoch_entries(&log), [(1, 0)]);
+    drop(log);
+    let log = open_log(dir.path(), small_config(SEGMENT_BYTES_MIN), 0).await;
+    assert_eq!(epoch_entries(&log), [(1, 0)]);
+    assert_eq!(log.log_end_offset(), Offset(5));
+
+    // Without the checkpoint (an older data directory, or a damaged file) the cache is rebuilt
+    // from the batches.
+    let _ = log.append(batch(1, 1_000), LeaderEpoch(7), false, 1_000).await.expect("append");
+    drop(log);
+    for damage in [None, Some("0\n9\nnonsense\n")] {
+        let path = dir.path().join("leader-epoch-checkpoint");
+        match damage {
+            None => std::fs::remove_file(&path).expect("remove"),
+            Some(text) => std::fs::write(&path, text).expect("write"),
+        }
+        let log = open_log(dir.path(), small_config(SEGMENT_BYTES_MIN), 0).await;
+        assert_eq!(epoch_entries(&log), [(1, 0), (7, 5)], "rebuilt after {damage:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_replicated_append_keeps_the_leaders_offsets_and_epochs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open_log(dir.path(), LogConfig::default(), 0).await;
+    let mut fetched = stored_batch(3, 0, LeaderEpoch(2));
+    fetched.extend_from_slice(&stored_batch(2, 3, LeaderEpoch(5)));
+    let expected = fetched.clone().freeze();
+    let info = log.append_replicated(fetched, 2_000).await.expect("replicated append");
+    assert_eq!((info.base_offset, info.log_end_offset, info.batch_count), (Offset(0), Offset(5), 2));
+    assert_eq!(read_all(&log).await, expected, "stored byte for byte");
+    assert_eq!(epoch_entries(&log), [(2, 0), (5, 3)]);
+
+    // Batches that do not continue the log are refused, and nothing is written.
+    for (base_offset, what) in [(4, "overlapping"), (9, "leaving a gap")] {
+        let error = log.append_replicated(stored_batch(1, base_offset, LeaderEpoch(5)), 2_000).await;
+        assert!(
+            matches!(error, Err(StorageError::ReplicatedOffsetMismatch { expected: Offset(5), .. })),
+            "{what}: {error:?}"
+        );
+    }
+    let mut gap_inside = stored_batch(1, 5, LeaderEpoch(5));
+    gap_inside.extend_from_slice(&stored_batch(1, 7, LeaderEpoch(5)));
+    assert!(matches!(
+        log.append_replicated(gap_inside, 2_000).await,
+        Err(StorageError::ReplicatedOffsetMismatch { expected: Offset(6), got: Offset(7) })
+    ));
+    assert_eq!(log.log_end_offset(), Offset(5));
+    assert_eq!(log.size_bytes(), expected.len() as u64);
+}
