@@ -388,8 +388,14 @@ async fn leaders_among(client: &client::Client, topic: &str, live: &[i32]) -> Ve
     }
 }
 
-/// Produces `FAILOVER_RECORDS` per partition with acks=all and reads everything back.
-pub(crate) async fn produce_and_read_back(client: &client::Client, topic: &str, partitions: i32, label: &str) {
+/// Produces `FAILOVER_RECORDS` per partition with acks=all and reads everything back; returns
+/// the values written.
+pub(crate) async fn produce_and_read_back(
+    client: &client::Client,
+    topic: &str,
+    partitions: i32,
+    label: &str,
+) -> std::collections::BTreeSet<String> {
     let producer = Producer::new(client.clone(), ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
         .expect("valid producer config");
     let mut written = std::collections::BTreeSet::new();
@@ -405,6 +411,18 @@ pub(crate) async fn produce_and_read_back(client: &client::Client, topic: &str, 
             let _ = written.insert(value);
         }
     }
+    assert_readable(client, topic, partitions, &written, label).await;
+    written
+}
+
+/// Every value of `written` is in the topic, read to its end.
+pub(crate) async fn assert_readable(
+    client: &client::Client,
+    topic: &str,
+    partitions: i32,
+    written: &std::collections::BTreeSet<String>,
+    label: &str,
+) {
     let read = read_to_end(client, topic, partitions).await;
     let values: std::collections::BTreeSet<String> = read
         .values()
@@ -454,7 +472,7 @@ async fn the_cluster_survives_the_loss_of_its_active_controller() {
     let led: std::collections::BTreeSet<i32> = partitions.iter().map(|partition| partition.leader).collect();
     assert_eq!(led.len(), all.len(), "leaders spread over every broker: {partitions:?}");
     assert!(partitions.iter().all(|partition| partition.replicas.len() == 3), "three replicas each: {partitions:?}");
-    produce_and_read_back(&client, "before-failover", 6, "before").await;
+    let before = produce_and_read_back(&client, "before-failover", 6, "before").await;
 
     let victim = nodes.iter().find(|node| node.id == leader).expect("the leader is a node");
     send_signal(victim.pid, rustix::process::Signal::KILL);
@@ -481,8 +499,11 @@ async fn the_cluster_survives_the_loss_of_its_active_controller() {
         "the dead broker left every ISR: {moved:?}"
     );
     let _ = leaders_among(&client, "after-failover", &live).await;
-    produce_and_read_back(&client, "after-failover", 4, "after").await;
-    produce_and_read_back(&client, "before-failover", 6, "after").await;
+    let _ = produce_and_read_back(&client, "after-failover", 4, "after").await;
+    let _ = produce_and_read_back(&client, "before-failover", 6, "after").await;
+    // Records acknowledged before the kill (acks=all, three replicas) survive it, including
+    // those of the partitions the dead broker led: its followers had them.
+    assert_readable(&client, "before-failover", 6, &before, "before, read after the kill").await;
 
     let fenced = wait_for(FAILOVER_TIMEOUT, || {
         cluster_status(&surviving_controllers).is_some_and(|status| {

@@ -134,7 +134,7 @@ async fn a_controller_only_node_and_a_broker_only_node_form_a_cluster() {
     let partitions: Vec<PartitionInfo> = client.partitions_for("split-roles").await.expect("metadata");
     assert_eq!(partitions.len(), 3);
     assert!(partitions.iter().all(|partition| partition.leader == 2), "{partitions:?}");
-    produce_and_read_back(&client, "split-roles", 3, "split roles").await;
+    let _ = produce_and_read_back(&client, "split-roles", 3, "split roles").await;
     drop(client);
 
     // A clean stop: the controlled shutdown leaves the broker fenced.

@@ -5,6 +5,9 @@ use std::path::PathBuf;
 /// Why a broker operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum BrokerError {
+    /// The replication state machine refused (not the leader, not enough replicas, ...).
+    #[error(transparent)]
+    Replication(replication::ReplicationError),
     /// A storage operation failed.
     #[error(transparent)]
     Storage(#[from] storage::StorageError),

@@ -36,6 +36,7 @@ mod cluster;
 pub mod config;
 mod connection;
 mod error;
+mod follower;
 mod handler;
 pub mod node;
 mod partition;

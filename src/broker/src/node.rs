@@ -83,8 +83,12 @@ pub struct Node {
     partitions: RwLock<BTreeMap<TopicPartition, Arc<Partition>>>,
     /// Bumped on any high-watermark advance; long-polling fetches wait on it.
     pub(crate) any_high_watermark_changed: watch::Sender<u64>,
+    /// Bumped on any append (wakes followers' long polls, which read past the high watermark).
+    pub(crate) any_append: watch::Sender<u64>,
     /// The current producer-id block: next id to hand out, and the block's end (exclusive).
     producer_ids: Mutex<(i64, i64)>,
+    /// When the node started, on the monotonic clock.
+    started: rt::time::Instant,
 }
 
 fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BrokerError + 'a {
@@ -152,6 +156,7 @@ impl Node {
         };
         let space = Arc::new(SpaceGuard::new(Arc::clone(&disk), data_dir.clone(), config.log_disk_reserve_bytes));
         let (any_high_watermark_changed, _) = watch::channel(0u64);
+        let (any_append, _) = watch::channel(0u64);
         let image = Arc::new(image);
         let node = Arc::new(Node {
             config,
@@ -164,7 +169,9 @@ impl Node {
             reconciled: Mutex::new(Arc::new(MetadataImage::default())),
             partitions: RwLock::new(BTreeMap::new()),
             any_high_watermark_changed,
+            any_append,
             producer_ids: Mutex::new((0, 0)),
+            started: rt::time::Instant::now(),
         });
         if let MetadataSource::Local(_) = node.metadata {
             node.remove_orphan_partition_dirs().await?;
@@ -323,16 +330,38 @@ impl Node {
                 if !state.replicas.contains(&me) {
                     continue;
                 }
-                match self.partition(&topic.name, *partition) {
+                let hosted = match self.partition(&topic.name, *partition) {
                     Some(hosted) if hosted.topic_id == topic.topic_id => {
                         if let Some(settings) = &settings {
                             hosted.set_settings(settings.clone());
                         }
+                        hosted
                     }
-                    _ => {
-                        if let Err(error) = self.open_partition(&topic.name, *partition, topic.topic_id).await {
+                    _ => match self.open_partition(&topic.name, *partition, topic.topic_id).await {
+                        Ok(opened) => opened,
+                        Err(error) => {
                             tracing::error!(topic = topic.name, partition, %error, "cannot open partition");
                             first_error.get_or_insert(error);
+                            continue;
+                        }
+                    },
+                };
+                if state.leader == me {
+                    if let Err(error) = hosted.lead(me, state, self.monotonic_ms()).await {
+                        tracing::error!(topic = topic.name, partition, %error, "cannot take the leadership");
+                        first_error.get_or_insert(error);
+                    }
+                } else if hosted.follow(state) {
+                    match image.broker(state.leader) {
+                        Some(leader) => crate::follower::start(
+                            Arc::clone(&hosted),
+                            me,
+                            state.leader,
+                            state.leader_epoch,
+                            format!("{}:{}", leader.host, leader.port),
+                        ),
+                        None => {
+                            tracing::warn!(topic = topic.name, partition, leader = %state.leader, "the leader is not registered")
                         }
                     }
                 }
@@ -394,6 +423,7 @@ impl Node {
             log,
             settings,
             self.any_high_watermark_changed.clone(),
+            self.any_append.clone(),
             Arc::clone(&self.clock),
         );
         let _ = self
@@ -577,7 +607,17 @@ impl Node {
         if state.leader != self.config.node_id {
             return Err(ResponseError::NotLeaderOrFollower);
         }
-        self.partition(topic, partition).ok_or(ResponseError::NotLeaderOrFollower)
+        // The image names this broker, but until reconciliation took the leadership (epoch
+        // recorded) it must not serve as leader.
+        self.partition(topic, partition)
+            .filter(|hosted| hosted.leader_epoch() == Some(state.leader_epoch))
+            .ok_or(ResponseError::NotLeaderOrFollower)
+    }
+
+    /// Milliseconds on the node's monotonic clock (for replica lag, which a wall-clock step
+    /// must not fake).
+    pub(crate) fn monotonic_ms(&self) -> i64 {
+        i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX)
     }
 
     /// The controller id clients are told: the active controller when it is also a live
@@ -595,17 +635,51 @@ impl Node {
         }
     }
 
-    /// Runs retention on every partition and the `flush.ms` check.
-    pub(crate) async fn housekeeping(&self, retention_due: bool) {
+    /// Runs retention on every partition, the `flush.ms` check and the leaders' ISR checks.
+    pub(crate) async fn housekeeping(self: &Arc<Self>, retention_due: bool) {
         let now_ms = self.clock.now_ms();
+        let monotonic_ms = self.monotonic_ms();
         for partition in self.all_partitions() {
             partition.tick(now_ms);
+            if let Some(alter) = partition.replication_tick(monotonic_ms) {
+                self.alter_partition(&partition, alter);
+            }
             if retention_due {
                 if let Err(error) = partition.log.apply_retention(now_ms).await {
                     tracing::warn!(partition = %partition.topic_partition, %error, "retention failed");
                 }
             }
         }
+    }
+
+    /// Sends a leader's ISR change to the controller (AlterPartition) in the background; the
+    /// partition learns the outcome from the metadata image, or is told it failed.
+    pub(crate) fn alter_partition(self: &Arc<Self>, partition: &Arc<Partition>, alter: replication::leader::AlterIsr) {
+        let node = Arc::clone(self);
+        let partition = Arc::clone(partition);
+        drop(rt::task::spawn(async move {
+            let me = node.config.node_id;
+            let broker_epoch = match &node.metadata {
+                MetadataSource::Cluster(link) => link.broker_epoch(),
+                MetadataSource::Local(_) => node.image().broker(me).map_or(-1, |broker| broker.broker_epoch),
+            };
+            let op = MetadataOp::AlterPartition {
+                topic_id: partition.topic_id,
+                partition: partition.topic_partition.partition.0,
+                broker_id: me,
+                broker_epoch,
+                leader_epoch: alter.leader_epoch,
+                partition_epoch: alter.partition_epoch,
+                new_isr: alter.new_isr.clone(),
+            };
+            match node.submit(op).await {
+                Ok(_) => tracing::info!(partition = %partition.topic_partition, isr = ?alter.new_isr, "ISR changed"),
+                Err(error) => {
+                    tracing::info!(partition = %partition.topic_partition, isr = ?alter.new_isr, %error, "ISR change refused");
+                    partition.alter_failed();
+                }
+            }
+        }));
     }
 
     /// The data directory.

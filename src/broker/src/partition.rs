@@ -1,21 +1,46 @@
-//! One partition on this node: its log, its high watermark and its group-commit flusher.
+//! One partition on this node: its log, its replica role, its high watermark and its
+//! group-commit flusher.
 //!
-//! The high watermark counts only durable data by default: appends go to the log at once, a
-//! flusher task fsyncs whatever has been appended since its last fsync (one fsync covers every
-//! batch that arrived meanwhile: group commit), and then raises the high watermark to the
-//! durable end. acks=all produces complete when the high watermark passes their last offset;
-//! fetches read only below it. With `write.caching=true` the high watermark follows the log
-//! end instead, and fsyncs happen on `flush.ms` / `flush.messages`.
+//! As leader, the partition feeds a [`replication::leader::Leader`] state machine: appends
+//! and fsyncs (and, in a cluster, followers' fetches) move the high watermark, which by
+//! default counts only durable data. Appends go to the log at once; a flusher task fsyncs
+//! whatever has been appended since its last fsync (one fsync covers every batch that arrived
+//! meanwhile: group commit). acks=all produces complete when the high watermark passes their
+//! last offset; fetches read only below it. With `write.caching=true` appended data counts at
+//! once, and fsyncs happen on `flush.ms` / `flush.messages`. A single node is the leader of
+//! every partition with itself as the whole ISR, so its high watermark is its durable end.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use metadata::config::TopicSettings;
+use metadata::image::PartitionState;
 use metadata::record::TopicId;
-use protocol::ids::{Offset, TopicPartition};
+use protocol::ids::{LeaderEpoch, NodeId, Offset, TopicPartition};
+use replication::leader::{Durability, Leader, LeaderConfig};
+use replication::ReplicationError;
 use rt::sync::{watch, Notify};
 use rt::time::SharedClock;
 use storage::{LogConfig, PartitionLog, StorageError};
+
+/// Kafka's default `replica.lag.time.max.ms`.
+pub(crate) const REPLICA_LAG_TIME_MAX_MS_DEFAULT: i64 = 30_000;
+
+/// What this broker is for the partition.
+#[derive(Debug)]
+pub(crate) enum Role {
+    /// Opened, and not yet told its role by the metadata image.
+    Unassigned,
+    /// The leader in this epoch.
+    Leader(Leader),
+    /// A follower of `leader` in `leader_epoch`.
+    Follower {
+        /// The leader.
+        leader: NodeId,
+        /// Its epoch.
+        leader_epoch: LeaderEpoch,
+    },
+}
 
 /// A partition replica hosted here (single node: always the leader).
 #[derive(Debug)]
@@ -42,6 +67,14 @@ pub(crate) struct Partition {
     closed: AtomicBool,
     /// The node's wall clock, for `flush.ms`.
     clock: SharedClock,
+    /// The replica role; never held across an await.
+    role: Mutex<Role>,
+    /// Held across every change of role and every replicated write, so a follower's append
+    /// never lands after the same broker took the leadership (whose epoch starts at the log
+    /// end it saw).
+    replica_io: rt::sync::Mutex<()>,
+    /// Broker-wide counter bumped on every append here (wakes replica long polls).
+    any_append: watch::Sender<u64>,
 }
 
 /// Maps topic settings onto the log's config.
@@ -63,6 +96,7 @@ impl Partition {
         log: PartitionLog,
         settings: TopicSettings,
         any_high_watermark_changed: watch::Sender<u64>,
+        any_append: watch::Sender<u64>,
         clock: SharedClock,
     ) -> Arc<Partition> {
         let now_ms = clock.now_ms();
@@ -80,6 +114,9 @@ impl Partition {
             last_flush_ms: AtomicI64::new(now_ms),
             closed: AtomicBool::new(false),
             clock,
+            role: Mutex::new(Role::Unassigned),
+            replica_io: rt::sync::Mutex::new(()),
+            any_append,
         });
         let flusher = Arc::clone(&partition);
         drop(rt::task::spawn(async move { flusher.run_flusher().await }));
@@ -94,9 +131,162 @@ impl Partition {
     /// Replaces the settings after a config change.
     pub(crate) fn set_settings(&self, settings: TopicSettings) {
         self.log.set_config(log_config(&settings));
+        let config = leader_config(&settings);
         *self.settings.write().expect("settings lock is never poisoned") = settings;
+        let advanced = match &mut *self.role() {
+            Role::Leader(leader) => leader.set_config(config),
+            _ => None,
+        };
+        if let Some(high_watermark) = advanced {
+            self.advance_high_watermark(high_watermark);
+        }
         // A switch from write caching to fsync-before-ack must not strand data below the end.
         self.flush_wanted.notify_one();
+    }
+
+    fn role(&self) -> std::sync::MutexGuard<'_, Role> {
+        self.role.lock().expect("role lock is never poisoned: no code panics holding it")
+    }
+
+    /// The leader epoch, if this broker leads the partition.
+    pub(crate) fn leader_epoch(&self) -> Option<LeaderEpoch> {
+        match &*self.role() {
+            Role::Leader(leader) => Some(leader.leader_epoch()),
+            _ => None,
+        }
+    }
+
+    /// Becomes (or stays) the leader of the partition in `state`'s epoch. A new epoch is
+    /// recorded in the log's epoch cache before anything is appended in it.
+    ///
+    /// # Errors
+    /// Storage errors from recording the epoch; `NotLeader` if `state` does not make `me` lead.
+    pub(crate) async fn lead(&self, me: NodeId, state: &PartitionState, now_ms: i64) -> Result<(), crate::BrokerError> {
+        let replication_state = replication_state(state);
+        let same_epoch = matches!(&*self.role(), Role::Leader(leader) if leader.leader_epoch() == state.leader_epoch);
+        if same_epoch {
+            let advanced = match &mut *self.role() {
+                Role::Leader(leader) => leader.on_partition_state(replication_state, now_ms),
+                _ => Ok(None),
+            };
+            return match advanced {
+                Ok(high_watermark) => {
+                    if let Some(high_watermark) = high_watermark {
+                        self.advance_high_watermark(high_watermark);
+                    }
+                    Ok(())
+                }
+                Err(error) => {
+                    *self.role() = Role::Unassigned;
+                    Err(crate::BrokerError::Replication(error))
+                }
+            };
+        }
+        let _io = self.replica_io.lock().await;
+        self.log.assign_epoch(state.leader_epoch).await?;
+        let leader = Leader::new(
+            me,
+            replication_state,
+            leader_config(&self.settings()),
+            self.log.log_end_offset(),
+            self.log.durable_end_offset(),
+            self.high_watermark(),
+            now_ms,
+        )
+        .map_err(crate::BrokerError::Replication)?;
+        let high_watermark = leader.high_watermark();
+        tracing::debug!(partition = %self.topic_partition, leader_epoch = %state.leader_epoch, %high_watermark, "leading");
+        *self.role() = Role::Leader(leader);
+        self.advance_high_watermark(high_watermark);
+        Ok(())
+    }
+
+    /// Follows `state.leader` in `state.leader_epoch` (or stops leading when there is no
+    /// leader). Returns true when the role changed, so the caller starts a fetcher.
+    pub(crate) fn follow(&self, state: &PartitionState) -> bool {
+        let mut role = self.role();
+        let same = matches!(&*role, Role::Follower { leader, leader_epoch }
+            if *leader == state.leader && *leader_epoch == state.leader_epoch);
+        if !same {
+            tracing::debug!(partition = %self.topic_partition, leader = %state.leader, leader_epoch = %state.leader_epoch, "following");
+            *role = Role::Follower { leader: state.leader, leader_epoch: state.leader_epoch };
+        }
+        !same && state.leader.0 >= 0
+    }
+
+    /// Whether this broker still follows `leader` in `leader_epoch`.
+    pub(crate) fn follows(&self, leader: NodeId, leader_epoch: LeaderEpoch) -> bool {
+        !self.closed.load(Ordering::Acquire)
+            && matches!(&*self.role(), Role::Follower { leader: current, leader_epoch: epoch }
+                if *current == leader && *epoch == leader_epoch)
+    }
+
+    /// The node's wall clock now.
+    pub(crate) fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// The lock a follower holds while it writes replicated data.
+    pub(crate) async fn replica_io(&self) -> rt::sync::MutexGuard<'_, ()> {
+        self.replica_io.lock().await
+    }
+
+    /// A follower fetched from `fetch_offset` in this leader epoch: the leader's bookkeeping.
+    /// Returns an ISR change to send to the controller, if one is due.
+    ///
+    /// # Errors
+    /// `NotLeader`, `NotAReplica`, `FetchOffsetOutOfRange`.
+    pub(crate) fn on_replica_fetch(
+        &self,
+        replica: NodeId,
+        fetch_offset: Offset,
+        now_ms: i64,
+        may_join_isr: bool,
+    ) -> Result<Option<replication::leader::AlterIsr>, ReplicationError> {
+        let outcome = match &mut *self.role() {
+            Role::Leader(leader) => leader.on_fetch(replica, fetch_offset, now_ms, may_join_isr)?,
+            _ => return Err(ReplicationError::NotLeader { leader: NodeId(-1), isr: Vec::new() }),
+        };
+        if let Some(high_watermark) = outcome.high_watermark {
+            self.advance_high_watermark(high_watermark);
+        }
+        Ok(outcome.alter)
+    }
+
+    /// The leader's periodic check: an ISR shrink to send, if a follower lagged too long.
+    pub(crate) fn replication_tick(&self, now_ms: i64) -> Option<replication::leader::AlterIsr> {
+        match &mut *self.role() {
+            Role::Leader(leader) => leader.on_tick(now_ms),
+            _ => None,
+        }
+    }
+
+    /// The ISR change in flight failed; a later fetch or tick may propose again.
+    pub(crate) fn alter_failed(&self) {
+        if let Role::Leader(leader) = &mut *self.role() {
+            leader.on_alter_failed();
+        }
+    }
+
+    /// Whether an append with these acks may go ahead.
+    ///
+    /// # Errors
+    /// `NotEnoughReplicas` for acks=all under `min.insync.replicas`; `NotLeader` if this broker
+    /// does not lead.
+    pub(crate) fn check_append(&self, acks_all: bool) -> Result<LeaderEpoch, ReplicationError> {
+        match &*self.role() {
+            Role::Leader(leader) => leader.check_append(acks_all).map(|()| leader.leader_epoch()),
+            _ => Err(ReplicationError::NotLeader { leader: NodeId(-1), isr: Vec::new() }),
+        }
+    }
+
+    /// The outcome of an acks=all produce whose high watermark `required_offset` was reached.
+    pub(crate) fn produce_outcome(&self, required_offset: Offset) -> Result<(), ReplicationError> {
+        match &*self.role() {
+            Role::Leader(leader) => leader.produce_outcome(required_offset).unwrap_or(Ok(())),
+            // Leadership moved on after the write committed: it is committed all the same.
+            _ => Ok(()),
+        }
     }
 
     /// The high watermark.
@@ -108,8 +298,15 @@ impl Partition {
     /// to become durable and visible. `settings` are the ones the append was validated with.
     pub(crate) fn appended(&self, records: u64, log_end_offset: Offset, settings: &TopicSettings) {
         let unflushed = self.unflushed_records.fetch_add(records, Ordering::Relaxed) + records;
-        if settings.write_caching || crate::planted_bug("ack-before-fsync", true) {
-            self.advance_high_watermark(log_end_offset);
+        self.any_append.send_modify(|counter| *counter = counter.wrapping_add(1));
+        let advanced = match &mut *self.role() {
+            Role::Leader(leader) => leader.on_append(log_end_offset),
+            _ => None,
+        };
+        if let Some(high_watermark) = advanced {
+            self.advance_high_watermark(high_watermark);
+        }
+        if durability(settings) == Durability::Append {
             if unflushed >= settings.flush_messages.max(1) as u64 {
                 self.flush_wanted.notify_one();
             }
@@ -129,7 +326,7 @@ impl Partition {
         }
     }
 
-    fn advance_high_watermark(&self, offset: Offset) {
+    pub(crate) fn advance_high_watermark(&self, offset: Offset) {
         let advanced = self.high_watermark.send_if_modified(|current| {
             if offset > *current {
                 *current = offset;
@@ -176,8 +373,12 @@ impl Partition {
             match self.log.flush().await {
                 Ok(durable_end) => {
                     self.last_flush_ms.store(self.clock.now_ms(), Ordering::Relaxed);
-                    if !self.settings().write_caching {
-                        self.advance_high_watermark(durable_end);
+                    let advanced = match &mut *self.role() {
+                        Role::Leader(leader) => leader.on_flush(durable_end),
+                        _ => None,
+                    };
+                    if let Some(high_watermark) = advanced {
+                        self.advance_high_watermark(high_watermark);
                     }
                 }
                 Err(StorageError::FsyncFailed { .. }) => {
@@ -191,5 +392,35 @@ impl Partition {
                 }
             }
         }
+    }
+}
+
+/// What counts as replicated for a topic: durable data, unless it caches writes (or the
+/// planted bug pretends appends are durable).
+fn durability(settings: &TopicSettings) -> Durability {
+    if settings.write_caching || crate::planted_bug("ack-before-fsync", true) {
+        Durability::Append
+    } else {
+        Durability::Fsync
+    }
+}
+
+/// The leader's settings for a topic.
+fn leader_config(settings: &TopicSettings) -> LeaderConfig {
+    LeaderConfig {
+        min_insync_replicas: usize::try_from(settings.min_insync_replicas).unwrap_or(1).max(1),
+        replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
+        durability: durability(settings),
+    }
+}
+
+/// The metadata image's partition state as the replication state machine takes it.
+pub(crate) fn replication_state(state: &PartitionState) -> replication::leader::PartitionState {
+    replication::leader::PartitionState {
+        replicas: state.replicas.clone(),
+        isr: state.isr.clone(),
+        leader: state.leader,
+        leader_epoch: state.leader_epoch,
+        partition_epoch: state.partition_epoch,
     }
 }

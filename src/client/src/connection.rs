@@ -424,3 +424,52 @@ pub(crate) fn request_api_key(request: &RequestKind) -> Result<ApiKey, ClientErr
         DescribeShareGroupOffsets, AlterShareGroupOffsets, DeleteShareGroupOffsets,
     )
 }
+
+/// One connection to one broker, without metadata or routing: for broker-to-broker traffic
+/// such as a follower fetching from its leader. Requests go at the highest version both sides
+/// support; the connection is dead after any transport error (make a new one).
+#[derive(Debug)]
+pub struct BrokerConnection {
+    connection: Connection,
+}
+
+impl BrokerConnection {
+    /// Dials `address` and performs the ApiVersions handshake, within `request_timeout_ms`.
+    ///
+    /// # Errors
+    /// `Connect` if the dial or handshake fails or times out.
+    pub async fn connect(
+        address: &str,
+        client_id: &str,
+        request_timeout_ms: u64,
+        socket_max_bytes: usize,
+    ) -> Result<BrokerConnection, ClientError> {
+        let options = ConnectionOptions {
+            client_id: client_id.to_owned(),
+            request_timeout: Duration::from_millis(request_timeout_ms),
+            socket_max_bytes,
+        };
+        Ok(BrokerConnection { connection: Connection::connect(address, options).await? })
+    }
+
+    /// Sends a request and waits (bounded by the request timeout) for its response.
+    ///
+    /// # Errors
+    /// Version negotiation, encode/decode, `Disconnected`, `RequestTimeout`.
+    pub async fn send(&self, request: &RequestKind) -> Result<ResponseKind, ClientError> {
+        self.connection.send(request).await
+    }
+
+    /// The version requests of `api_key` go at.
+    ///
+    /// # Errors
+    /// `UnsupportedApi` or `UnsupportedVersion`.
+    pub fn version_for(&self, api_key: ApiKey) -> Result<i16, ClientError> {
+        self.connection.version_for(api_key)
+    }
+
+    /// Whether the connection can still carry requests.
+    pub fn is_alive(&self) -> bool {
+        self.connection.is_alive()
+    }
+}

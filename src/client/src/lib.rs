@@ -63,4 +63,5 @@ pub mod versions;
 
 pub use client::{BrokerInfo, Client, PartitionInfo};
 pub use config::ClientConfig;
+pub use connection::BrokerConnection;
 pub use error::{ClientError, DisconnectCause, ProduceError};

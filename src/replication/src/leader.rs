@@ -164,6 +164,18 @@ impl Leader {
         Ok(leader)
     }
 
+    /// Replaces the settings (a topic config changed); returns the new high watermark if that
+    /// let it advance (a smaller `min.insync.replicas`, or `Append` durability).
+    pub fn set_config(&mut self, config: LeaderConfig) -> Option<Offset> {
+        self.config = config;
+        self.advance_high_watermark()
+    }
+
+    /// The leader epoch.
+    pub fn leader_epoch(&self) -> LeaderEpoch {
+        self.state.leader_epoch
+    }
+
     /// The high watermark.
     pub fn high_watermark(&self) -> Offset {
         self.high_watermark

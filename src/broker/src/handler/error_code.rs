@@ -9,6 +9,7 @@ use crate::error::BrokerError;
 pub(crate) fn error_code(error: &BrokerError) -> i16 {
     let code = match error {
         BrokerError::Storage(storage) => return storage_error_code(storage),
+        BrokerError::Replication(error) => return error.error_code(),
         BrokerError::MetadataApply(metadata::image::ApplyError::TopicExists { .. }) => {
             ResponseError::TopicAlreadyExists
         }

@@ -1,6 +1,12 @@
 //! Fetch: read whole batches below the high watermark, long-polling up to `max_wait_ms` until
 //! `min_bytes` are available.
 //!
+//! A fetch with a `ReplicaId` is a follower's: it must carry the leader's epoch
+//! (FENCED_LEADER_EPOCH / UNKNOWN_LEADER_EPOCH otherwise); a `LastFetchedEpoch` that does not
+//! match this log answers with the diverging epoch and no records; otherwise its offset feeds
+//! the leader's high watermark and ISR bookkeeping, and it reads up to the log end, waking on
+//! appends rather than on high-watermark moves.
+//!
 //! Limits: each partition returns at most `partition_max_bytes`, the response at most
 //! `max_bytes`, except that the first partition with data returns at least one whole batch so
 //! a consumer always makes progress (KIP-74). Fetch sessions (KIP-227) are not kept: the
@@ -9,8 +15,10 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use protocol::ids::Offset;
+use protocol::ids::{LeaderEpoch, NodeId, Offset};
+use protocol::kafka_protocol::messages::fetch_request::FetchPartition;
 use protocol::kafka_protocol::messages::fetch_request::FetchRequest;
+use protocol::kafka_protocol::messages::fetch_response::EpochEndOffset;
 use protocol::kafka_protocol::messages::fetch_response::{FetchResponse, FetchableTopicResponse, PartitionData};
 use protocol::kafka_protocol::messages::ResponseKind;
 use protocol::ResponseError;
@@ -30,8 +38,85 @@ fn partition_error(index: i32, error: ResponseError) -> PartitionData {
         .with_records(Some(Bytes::new()))
 }
 
+/// A follower's fetch of one partition: epoch checks, divergence, the leader's bookkeeping,
+/// then a read up to the log end.
+async fn read_for_replica(
+    node: &Arc<Node>,
+    topic: &str,
+    requested: &FetchPartition,
+    replica: NodeId,
+    limit: usize,
+    first: bool,
+) -> PartitionData {
+    let index = requested.partition;
+    let partition = match node.leader_partition(topic, index) {
+        Ok(partition) => partition,
+        Err(error) => return partition_error(index, error),
+    };
+    let Some(leader_epoch) = partition.leader_epoch() else {
+        return partition_error(index, ResponseError::NotLeaderOrFollower);
+    };
+    if requested.current_leader_epoch >= 0 {
+        if requested.current_leader_epoch < leader_epoch.0 {
+            return partition_error(index, ResponseError::FencedLeaderEpoch);
+        }
+        if requested.current_leader_epoch > leader_epoch.0 {
+            return partition_error(index, ResponseError::UnknownLeaderEpoch);
+        }
+    }
+    let log = &partition.log;
+    let fetch_offset = Offset(requested.fetch_offset);
+    let log_end_offset = log.log_end_offset();
+    let log_start_offset = log.log_start_offset();
+    let with_offsets = |data: PartitionData| {
+        data.with_high_watermark(partition.high_watermark().0)
+            .with_last_stable_offset(partition.high_watermark().0)
+            .with_log_start_offset(log_start_offset.0)
+    };
+    let diverging = replication::truncation::diverging_epoch(
+        &log.leader_epoch_cache(),
+        log_end_offset,
+        fetch_offset,
+        LeaderEpoch(requested.last_fetched_epoch),
+    );
+    if let Some(end) = diverging {
+        let data = PartitionData::default()
+            .with_partition_index(index)
+            .with_diverging_epoch(EpochEndOffset::default().with_epoch(end.epoch.0).with_end_offset(end.end_offset.0))
+            .with_records(Some(Bytes::new()));
+        return with_offsets(data);
+    }
+    if fetch_offset < log_start_offset || fetch_offset > log_end_offset {
+        let data = partition_error(index, ResponseError::OffsetOutOfRange);
+        return with_offsets(data);
+    }
+    let may_join_isr = node.image().is_unfenced(replica);
+    match partition.on_replica_fetch(replica, fetch_offset, node.monotonic_ms(), may_join_isr) {
+        Ok(Some(alter)) => node.alter_partition(&partition, alter),
+        Ok(None) => {}
+        Err(error) => {
+            let code = ResponseError::try_from_code(error.error_code()).unwrap_or(ResponseError::NotLeaderOrFollower);
+            return partition_error(index, code);
+        }
+    }
+    let records = if fetch_offset >= log_end_offset {
+        Ok(Bytes::new())
+    } else {
+        log.read(fetch_offset, log_end_offset, limit, first).await.map(|result| result.bytes)
+    };
+    match records {
+        Ok(bytes) => with_offsets(PartitionData::default().with_partition_index(index).with_records(Some(bytes))),
+        Err(error) => {
+            let mut data = partition_error(index, ResponseError::KafkaStorageError);
+            data.error_code = error_code::storage_error_code(&error);
+            with_offsets(data)
+        }
+    }
+}
+
 /// Reads every requested partition once. Returns the response and the bytes it carries.
-async fn read_once(node: &Node, request: &FetchRequest) -> (FetchResponse, usize) {
+async fn read_once(node: &Arc<Node>, request: &FetchRequest) -> (FetchResponse, usize) {
+    let replica = Some(NodeId(request.replica_id.0)).filter(|replica| replica.0 >= 0);
     let mut budget = usize::try_from(request.max_bytes).unwrap_or(0);
     let mut total = 0usize;
     let mut topics = Vec::with_capacity(request.topics.len());
@@ -39,6 +124,15 @@ async fn read_once(node: &Node, request: &FetchRequest) -> (FetchResponse, usize
         let name = topic.topic.0.as_str();
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for requested in &topic.partitions {
+            if let Some(replica) = replica {
+                let limit = usize::try_from(requested.partition_max_bytes).unwrap_or(0).min(budget);
+                let data = read_for_replica(node, name, requested, replica, limit, total == 0).await;
+                let bytes = data.records.as_ref().map_or(0, Bytes::len);
+                total += bytes;
+                budget = budget.saturating_sub(bytes);
+                partitions.push(data);
+                continue;
+            }
             let partition = match node.leader_partition(name, requested.partition) {
                 Ok(partition) => partition,
                 Err(error) => {
@@ -96,7 +190,12 @@ pub(crate) fn handle(node: &Arc<Node>, request: FetchRequest) -> Reply {
         let max_wait_ms = u64::try_from(request.max_wait_ms).unwrap_or(0).min(REQUEST_WAIT_MS_MAX);
         let min_bytes = usize::try_from(request.min_bytes).unwrap_or(0);
         let deadline = rt::time::Instant::now() + rt::time::Duration::from_millis(max_wait_ms);
-        let mut changed = node.any_high_watermark_changed.subscribe();
+        // A follower waits for appends, a consumer for the high watermark.
+        let mut changed = if request.replica_id.0 >= 0 {
+            node.any_append.subscribe()
+        } else {
+            node.any_high_watermark_changed.subscribe()
+        };
         loop {
             let _ = changed.borrow_and_update();
             let (response, bytes) = read_once(&node, &request).await;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use metadata::config::TopicSettings;
 use protocol::batch::{BatchError, Batches};
-use protocol::ids::{LeaderEpoch, Offset};
+use protocol::ids::Offset;
 use protocol::kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest};
 use protocol::kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
@@ -86,11 +86,18 @@ fn validate_batches(records: &Bytes, settings: &TopicSettings, now_ms: i64) -> R
     Ok(record_count)
 }
 
-async fn append_partition(node: &Arc<Node>, topic: &str, data: PartitionProduceData) -> Appended {
+async fn append_partition(node: &Arc<Node>, topic: &str, data: PartitionProduceData, acks: i16) -> Appended {
     let index = data.index;
     let partition = match node.leader_partition(topic, index) {
         Ok(partition) => partition,
         Err(error) => return failed(index, error, None),
+    };
+    let leader_epoch = match partition.check_append(acks == -1) {
+        Ok(leader_epoch) => leader_epoch,
+        Err(error) => {
+            let code = ResponseError::try_from_code(error.error_code()).unwrap_or(ResponseError::NotLeaderOrFollower);
+            return failed(index, code, Some(error.to_string()));
+        }
     };
     let Some(records) = data.records else {
         return failed(index, ResponseError::CorruptMessage, Some("no records".into()));
@@ -101,7 +108,7 @@ async fn append_partition(node: &Arc<Node>, topic: &str, data: PartitionProduceD
         Ok(count) => count,
         Err((error, message)) => return failed(index, error, Some(message)),
     };
-    match partition.log.append(BytesMut::from(&records[..]), LeaderEpoch(0), settings.log_append_time, now_ms).await {
+    match partition.log.append(BytesMut::from(&records[..]), leader_epoch, settings.log_append_time, now_ms).await {
         Ok(info) => {
             partition.appended(record_count, info.log_end_offset, &settings);
             Appended {
@@ -145,7 +152,7 @@ pub(crate) async fn handle(node: &Arc<Node>, request: ProduceRequest) -> Reply {
         for data in topic_data.partition_data {
             partitions.push(match topic_error {
                 Some(error) => failed(data.index, error, None),
-                None => append_partition(node, &name, data).await,
+                None => append_partition(node, &name, data, acks).await,
             });
         }
         topics.push((TopicProduceResponse::default().with_name(topic_data.name), partitions));
@@ -175,6 +182,10 @@ pub(crate) async fn handle(node: &Arc<Node>, request: ProduceRequest) -> Reply {
                         // The records are in the log and may still become durable: the outcome
                         // is unknown to the client, which is what REQUEST_TIMED_OUT tells it.
                         appended.response.error_code = ResponseError::RequestTimedOut.code();
+                    } else if let Err(error) = partition.produce_outcome(offset) {
+                        // Committed, but the ISR shrank below min.insync.replicas meanwhile.
+                        appended.response.error_code = error.error_code();
+                        appended.response.error_message = Some(super::str_bytes(error.to_string()));
                     }
                 }
             }

@@ -699,6 +699,29 @@ impl PartitionLog {
         Ok(())
     }
 
+    /// Empties the log and restarts it at `offset` (log start = log end = `offset`), which may
+    /// be past the current end: a follower whose leader no longer holds anything it has.
+    /// Durable before returning.
+    ///
+    /// # Errors
+    /// `OffsetOutOfRange` for a negative offset; `FsyncFailed`, `Io`, `DiskFull`.
+    pub async fn truncate_fully_to(&self, offset: Offset) -> Result<(), StorageError> {
+        let _append = self.append_lock.lock().await;
+        let _files = self.files_lock.write().await;
+        {
+            let state = self.state();
+            self.check_live(&state)?;
+            if offset.0 < 0 {
+                return Err(StorageError::OffsetOutOfRange {
+                    offset,
+                    log_start_offset: state.log_start_offset,
+                    log_end_offset: state.log_end_offset(),
+                });
+            }
+        }
+        self.truncate_fully(offset).await
+    }
+
     /// The position and base offset of the batch holding `offset` in segment `at`.
     async fn locate_batch(&self, at: usize, offset: Offset) -> Result<(u64, Offset), StorageError> {
         let (file, path, start_position, end_position) = {
