@@ -604,7 +604,8 @@ impl PartitionLog {
         Ok(())
     }
 
-    /// Removes every batch at and after `offset`. Batches are whole, so the batch holding
+    /// Removes every batch at and after `offset`, and every leader epoch starting there or
+    /// later (even when no batch goes). Batches are whole, so the batch holding
     /// `offset` goes entirely and the new log end offset is its base offset (`offset` itself
     /// when `offset` is a batch boundary). Truncating at or below the log start offset empties
     /// the log and sets log start = log end = `offset`; a cut that would fall below the log
@@ -625,6 +626,14 @@ impl PartitionLog {
             return Err(StorageError::OffsetOutOfRange { offset, log_start_offset, log_end_offset });
         }
         if offset >= log_end_offset {
+            // No data goes, but an epoch that starts at the cut and wrote nothing (a leader
+            // that appended nothing before it became a follower) does: the follower's last
+            // fetched epoch must be one that wrote to its log.
+            let mut epochs = self.state().epochs.clone();
+            if epochs.truncate_from_end(offset) {
+                epochs::write(&self.disk, &self.dir, &epochs).await?;
+                self.state_mut().epochs = epochs;
+            }
             return Ok(());
         }
         if offset <= log_start_offset {

@@ -649,6 +649,10 @@ async fn the_epoch_cache_follows_appends_truncation_and_restarts() {
     let log = open_log(dir.path(), small_config(SEGMENT_BYTES_MIN), 0).await;
     // Epoch 6 wrote nothing: after a restart it starts at the log end, which is still 9.
     assert_eq!(epoch_entries(&log), [(1, 0), (4, 5), (6, 9)]);
+    // A cut at the log end removes no batch, but does remove the epoch that wrote nothing.
+    log.truncate_to(Offset(9)).await.expect("truncate");
+    assert_eq!(epoch_entries(&log), [(1, 0), (4, 5)]);
+    assert_eq!(log.log_end_offset(), Offset(9));
     // The cut falls inside epoch 4's only batch, which goes whole: so does epoch 4.
     log.truncate_to(Offset(6)).await.expect("truncate");
     assert_eq!(epoch_entries(&log), [(1, 0)]);
