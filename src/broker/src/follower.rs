@@ -117,6 +117,8 @@ async fn round(
         }
         Some(error) => return Err(format!("fetch refused: {error:?}")),
     }
+    // A diverging answer has an epoch, or (the leader knows none at or below ours) epoch -1
+    // with the leader's log start offset.
     if data.diverging_epoch.epoch >= 0 || data.diverging_epoch.end_offset >= 0 {
         let leader_end = EpochEnd {
             epoch: LeaderEpoch(data.diverging_epoch.epoch),

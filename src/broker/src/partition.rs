@@ -100,8 +100,11 @@ impl Partition {
         clock: SharedClock,
     ) -> Arc<Partition> {
         let now_ms = clock.now_ms();
-        // Everything recovered from disk is durable (recovery reads only what survived).
-        let (high_watermark, _) = watch::channel(log.durable_end_offset());
+        // What this log holds past its start is not known to be committed: a replica's tail
+        // may be a dead leader's uncommitted writes. The role sets the high watermark: a
+        // leader computes it from its ISR (a single node: its own durable end, at once), a
+        // follower takes its leader's.
+        let (high_watermark, _) = watch::channel(log.log_start_offset());
         let partition = Arc::new(Partition {
             topic_partition,
             topic_id,
@@ -280,12 +283,24 @@ impl Partition {
         }
     }
 
-    /// The outcome of an acks=all produce whose high watermark `required_offset` was reached.
-    pub(crate) fn produce_outcome(&self, required_offset: Offset) -> Result<(), ReplicationError> {
+    /// The outcome of an acks=all produce appended in `leader_epoch` whose high watermark
+    /// `required_offset` was reached. Only the leader of that epoch can tell: once leadership
+    /// moved, the write may have been cut from this log, and the high watermark now follows
+    /// another leader's log, so the answer is NOT_LEADER_OR_FOLLOWER (as Kafka fails a
+    /// delayed produce whose partition it no longer leads).
+    pub(crate) fn produce_outcome(
+        &self,
+        required_offset: Offset,
+        leader_epoch: LeaderEpoch,
+    ) -> Result<(), ReplicationError> {
         match &*self.role() {
-            Role::Leader(leader) => leader.produce_outcome(required_offset).unwrap_or(Ok(())),
-            // Leadership moved on after the write committed: it is committed all the same.
-            _ => Ok(()),
+            Role::Leader(leader) if leader.leader_epoch() == leader_epoch => {
+                leader.produce_outcome(required_offset).unwrap_or(Ok(()))
+            }
+            Role::Leader(leader) => {
+                Err(ReplicationError::NotLeader { leader: NodeId(-1), isr: leader.state().isr.clone() })
+            }
+            _ => Err(ReplicationError::NotLeader { leader: NodeId(-1), isr: Vec::new() }),
         }
     }
 

@@ -79,7 +79,13 @@ async fn read_for_replica(
         fetch_offset,
         LeaderEpoch(requested.last_fetched_epoch),
     );
-    if let Some(end) = diverging {
+    if let Some(mut end) = diverging {
+        // No epoch at or below the follower's here: all of its log diverges. Epoch -1 would
+        // read as "no divergence", so the answer carries the log start offset, which the
+        // follower takes as "start over".
+        if end.epoch.0 < 0 {
+            end.end_offset = log_start_offset;
+        }
         let data = PartitionData::default()
             .with_partition_index(index)
             .with_diverging_epoch(EpochEndOffset::default().with_epoch(end.epoch.0).with_end_offset(end.end_offset.0))
@@ -91,6 +97,7 @@ async fn read_for_replica(
         return with_offsets(data);
     }
     let may_join_isr = node.image().is_unfenced(replica);
+
     match partition.on_replica_fetch(replica, fetch_offset, node.monotonic_ms(), may_join_isr) {
         Ok(Some(alter)) => node.alter_partition(&partition, alter),
         Ok(None) => {}

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use metadata::config::TopicSettings;
 use protocol::batch::{BatchError, Batches};
-use protocol::ids::Offset;
+use protocol::ids::{LeaderEpoch, Offset};
 use protocol::kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest};
 use protocol::kafka_protocol::messages::produce_response::{
     PartitionProduceResponse, ProduceResponse, TopicProduceResponse,
@@ -27,8 +27,9 @@ use crate::partition::Partition;
 /// One partition's outcome before the (possible) wait for durability.
 struct Appended {
     response: PartitionProduceResponse,
-    /// For a successful append: the partition and the offset the high watermark must reach.
-    wait_for: Option<(Arc<Partition>, Offset)>,
+    /// For a successful append: the partition, the offset the high watermark must reach, and
+    /// the leader epoch the append happened in.
+    wait_for: Option<(Arc<Partition>, Offset, LeaderEpoch)>,
 }
 
 fn failed(index: i32, error: ResponseError, message: Option<String>) -> Appended {
@@ -117,7 +118,7 @@ async fn append_partition(node: &Arc<Node>, topic: &str, data: PartitionProduceD
                     .with_base_offset(info.base_offset.0)
                     .with_log_append_time_ms(if settings.log_append_time { now_ms } else { -1 })
                     .with_log_start_offset(partition.log.log_start_offset().0),
-                wait_for: Some((Arc::clone(&partition), info.last_offset.plus(1))),
+                wait_for: Some((Arc::clone(&partition), info.last_offset.plus(1), leader_epoch)),
             }
         }
         Err(error) => {
@@ -177,13 +178,15 @@ pub(crate) async fn handle(node: &Arc<Node>, request: ProduceRequest) -> Reply {
         let mut topics = topics;
         for (_, partitions) in &mut topics {
             for appended in partitions.iter_mut() {
-                if let Some((partition, offset)) = appended.wait_for.take() {
+                if let Some((partition, offset, leader_epoch)) = appended.wait_for.take() {
                     if !partition.wait_for_high_watermark(offset, timeout_ms).await {
                         // The records are in the log and may still become durable: the outcome
                         // is unknown to the client, which is what REQUEST_TIMED_OUT tells it.
                         appended.response.error_code = ResponseError::RequestTimedOut.code();
-                    } else if let Err(error) = partition.produce_outcome(offset) {
-                        // Committed, but the ISR shrank below min.insync.replicas meanwhile.
+                    } else if let Err(error) = partition.produce_outcome(offset, leader_epoch) {
+                        // Committed, but the ISR shrank below min.insync.replicas meanwhile; or
+                        // this broker stopped leading, and the high watermark it sees now is
+                        // another leader's, which may not hold this write.
                         appended.response.error_code = error.error_code();
                         appended.response.error_message = Some(super::str_bytes(error.to_string()));
                     }
