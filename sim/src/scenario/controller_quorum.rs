@@ -48,6 +48,7 @@ use std::time::Duration;
 
 use broker::ImageObserver;
 use client::admin::{Admin, NewTopic};
+use client::producer::Acks;
 use client::{Client, ClientConfig};
 use controller::service::{AppliedLog, ControllerService};
 use controller::{AppliedEntry, ControllerError, Quorum, QuorumConfig, Role};
@@ -60,7 +61,9 @@ use protocol::ids::NodeId;
 use server::config::{NodeConfig, Settings};
 use storage::raft_log::RaftLogStore;
 
+use super::workload::{self, Recorder, WorkloadConfig};
 use super::{RunOptions, ScenarioOutcome};
+use crate::checker;
 use crate::clock::SimClock;
 use crate::disk::{DiskFaults, SimDisk};
 use crate::image_check::{image_hash, ImageCheck};
@@ -105,10 +108,11 @@ enum Fault {
     BrokerRestart,
     BrokerPause,
     BrokerIsolate,
+    BrokerCrashAll,
     ClockJump,
 }
 
-const FAULTS: [(Fault, u32); 11] = [
+const FAULTS: [(Fault, u32); 12] = [
     (Fault::Crash, 10),
     (Fault::CrashAll, 2),
     (Fault::Pause, 6),
@@ -119,6 +123,7 @@ const FAULTS: [(Fault, u32); 11] = [
     (Fault::BrokerRestart, 3),
     (Fault::BrokerPause, 3),
     (Fault::BrokerIsolate, 4),
+    (Fault::BrokerCrashAll, 1),
     (Fault::ClockJump, 3),
 ];
 
@@ -137,15 +142,24 @@ struct Params {
     /// One broker is stopped for good when the faults stop (it must end up fenced).
     leave_broker_down: bool,
     weights: Vec<(Fault, u32)>,
+    /// The replicated workload's topic: replication factor and `min.insync.replicas`.
+    replication_factor: i16,
+    min_insync_replicas: i16,
+    /// Workload processes producing with acks=all, and whether one more uses acks=1.
+    acks_all_processes: u64,
+    acks_one_process: bool,
+    workload: WorkloadConfig,
 }
 
 impl Params {
     fn draw(options: &RunOptions) -> Params {
         let mut rng = thread_rng();
         let session_timeout_ms = rng.gen_range(1_500..=6_000);
+        let brokers = rng.gen_range(2..=4);
+        let replication_factor = rng.gen_range(2..=brokers.min(3)) as i16;
         Params {
             voters: if rng.gen_bool(0.5) { 3 } else { 5 },
-            brokers: rng.gen_range(2..=4),
+            brokers,
             safety_ms: options.safety_ms.unwrap_or_else(|| rng.gen_range(super::SAFETY_MS_MIN..=super::SAFETY_MS_MAX)),
             election_ticks: rng.gen_range(5..=15),
             snapshot_interval_entries: rng.gen_range(3..=40),
@@ -155,6 +169,27 @@ impl Params {
             create_every_ms: rng.gen_range(100..=2_000),
             nemesis_mean_ms: rng.gen_range(300..=3_000),
             leave_broker_down: rng.gen_bool(0.3),
+            replication_factor,
+            min_insync_replicas: rng.gen_range(1..=replication_factor),
+            acks_all_processes: rng.gen_range(1..=2),
+            acks_one_process: rng.gen_bool(0.5),
+            workload: WorkloadConfig {
+                bootstrap: (1..=brokers)
+                    .map(|index| format!("{}:{KAFKA_PORT}", broker_ip(BROKER_ID_BASE + index)))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                partitions: rng.gen_range(1..=3),
+                request_timeout_ms: rng.gen_range(1_000..=5_000),
+                delivery_timeout_ms: rng.gen_range(5_000..=15_000),
+                linger_ms: rng.gen_range(0..=5),
+                think_ms_max: rng.gen_range(0..=30),
+                send_percent: rng.gen_range(40..=85),
+                max_partition_fetch_bytes: rng.gen_range(64..=4_096),
+                poll_ms_max: rng.gen_range(10..=300),
+                sends_per_op_max: if rng.gen_bool(0.3) { 1 } else { rng.gen_range(2..=8) },
+                // DeleteRecords does not yet wait for followers to move their log start.
+                delete_percent: 0,
+            },
             weights: FAULTS
                 .iter()
                 .map(|(fault, weight)| (*fault, if rng.gen_bool(0.2) { 0 } else { *weight }))
@@ -676,6 +711,19 @@ impl Nemesis {
                     self.crash_broker(broker).await;
                     self.count("broker-crash");
                 }
+                Fault::BrokerCrashAll => {
+                    let down_ms = thread_rng().gen_range(1..=3_000);
+                    let all: Vec<u64> = self.shared.params.broker_ids().collect();
+                    self.shared.trace.event(format!("nemesis: power failure of every broker for {down_ms} ms"));
+                    for broker in &all {
+                        self.power_off_broker(*broker);
+                    }
+                    madsim::time::sleep(Duration::from_millis(down_ms)).await;
+                    for broker in &all {
+                        self.handle.restart(self.nodes[broker].id());
+                    }
+                    self.count("broker-crash-all");
+                }
                 Fault::BrokerRestart => {
                     let broker = self.pick_broker();
                     self.restart_broker(broker).await;
@@ -898,19 +946,62 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
             .build()
             .spawn(create_topics(shared))
     };
+    // The replicated workload's topic, before any fault.
+    let recorder = Recorder::new(trace.clone());
+    let setup = handle.create_node().name("setup").ip("10.0.9.1".parse().expect("valid IP")).build();
+    let created = {
+        let (recorder, workload) = (Arc::clone(&recorder), params.workload.clone());
+        let configs = vec![("min.insync.replicas".to_owned(), params.min_insync_replicas.to_string())];
+        let factor = params.replication_factor;
+        setup.spawn(async move { workload::create_topic(&recorder, &workload, factor, configs).await }).await
+    };
+    match created {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => return ScenarioOutcome { failures: vec![error], summary: String::new() },
+        Err(error) => {
+            return ScenarioOutcome { failures: vec![format!("setup task failed: {error}")], summary: String::new() }
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut workers = Vec::new();
+    for id in 0..params.acks_all_processes + u64::from(params.acks_one_process) {
+        let acks = if id < params.acks_all_processes { Acks::All } else { Acks::Leader };
+        let client = handle
+            .create_node()
+            .name(format!("client-{id}"))
+            .ip(format!("10.0.3.{}", id + 1).parse().expect("valid IP"))
+            .build();
+        let (recorder, workload, stop) = (Arc::clone(&recorder), params.workload.clone(), Arc::clone(&stop));
+        workers.push(client.spawn(workload::run_process(id, acks, recorder, workload, stop)));
+    }
     let node_ids: Vec<_> = nodes.values().map(NodeHandle::id).collect();
     let safety_end = trace.now_ms() + params.safety_ms;
     let nemesis = Nemesis { handle: handle.clone(), nodes, shared: Arc::clone(&shared), counts: BTreeMap::new() };
     let nemesis = nemesis.run(safety_end).await;
     shared.creating.store(false, Ordering::SeqCst);
     let _ = admin.await;
-    let down = params.leave_broker_down.then(|| nemesis.pick_broker());
+    let mut failures = Vec::new();
+    stop.store(true, Ordering::SeqCst);
+    for (id, worker) in workers.into_iter().enumerate() {
+        match madsim::time::timeout(Duration::from_millis(super::single_node_durability::STOP_MS), worker).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => failures.push(format!("workload process {id} failed: {error}")),
+            Err(_) => failures.push(format!("workload process {id} did not finish its operation after the stop")),
+        }
+    }
+    // A broker left down must not hold a replica of the workload's topic: its partitions
+    // would rightly stay without a leader (no unclean election), and the final reads wait.
+    let down = params.leave_broker_down.then(|| nemesis.pick_broker()).filter(|broker| {
+        let images = shared.images.lock().expect("images lock");
+        images.reference().0.topic(workload::TOPIC).is_some_and(|topic| {
+            topic.partitions.values().all(|state| !state.replicas.contains(&NodeId(*broker as i32)))
+        })
+    });
     if let Some(broker) = down {
         trace.event(format!("liveness phase: broker {broker} stays down"));
         nemesis.power_off_broker(broker);
     }
     trace.event("liveness phase: faults stopped");
-    let mut failures = Vec::new();
     let convergence = converge(&shared).await;
     if let Err(error) = &convergence {
         failures.push(error.clone());
@@ -918,6 +1009,41 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
     let settled = if convergence.is_ok() { settle(&shared, down).await } else { Err("not tried".to_owned()) };
     if let (Ok(_), Err(error)) = (&convergence, &settled) {
         failures.push(error.clone());
+    }
+    // The replicated workload: every partition takes a produce, final reads drain it, and the
+    // history has no anomaly.
+    if settled.is_ok() {
+        let checker_node = handle.create_node().name("checker").ip("10.0.2.2".parse().expect("valid IP")).build();
+        let (recorder, workload) = (Arc::clone(&recorder), params.workload.clone());
+        let liveness = checker_node
+            .spawn(async move {
+                workload::probe(Arc::clone(&recorder), workload.clone()).await?;
+                workload::final_reads(recorder, workload).await
+            })
+            .await;
+        match liveness {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => failures.push(error),
+            Err(error) => failures.push(format!("liveness task failed: {error}")),
+        }
+    }
+    let history = recorder.history();
+    let report = checker::check_with(&history, checker::CheckOptions { retention: false });
+    for (name, instances) in &report.anomalies {
+        for instance in instances {
+            failures.push(format!("{name}: {instance}"));
+        }
+    }
+    failures.extend(recorder.failures());
+    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    for op in &history {
+        let kind = match &op.operation {
+            checker::Operation::Send { durable: true, .. } => "send",
+            checker::Operation::Send { durable: false, .. } => "send1",
+            checker::Operation::Poll { .. } => "poll",
+            _ => continue,
+        };
+        *outcomes.entry(format!("{kind}:{:?}", op.outcome)).or_default() += 1;
     }
     let (violations, terms, highest) = {
         let check = shared.check.lock().expect("check lock");
@@ -939,7 +1065,10 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         format!("{} (median {} ms, max {} ms)", sorted.len(), sorted[sorted.len() / 2], sorted[sorted.len() - 1])
     };
     let summary = format!(
-        "voters {} brokers {} terms-led {terms} highest-index {highest} values {} topics {} broker-images-checked {images_checked} failovers {failover_text} convergence {:?} settled {:?} faults {:?}",
+        "rf {} min-isr {} ops {outcomes:?} acknowledged {} voters {} brokers {} terms-led {terms} highest-index {highest} values {} topics {} broker-images-checked {images_checked} failovers {failover_text} convergence {:?} settled {:?} faults {:?}",
+        params.replication_factor,
+        params.min_insync_replicas,
+        report.acknowledged,
         params.voters,
         params.brokers,
         shared.next_value.load(Ordering::SeqCst) - 1,

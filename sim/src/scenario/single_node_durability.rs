@@ -41,20 +41,16 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use client::admin::Admin;
-use client::consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 use client::producer::Acks;
-use client::{Client, ClientConfig};
 use madsim::net::NetSim;
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::{Handle, NodeHandle};
 use madsim::task::JoinHandle;
-use protocol::ids::{Offset, TopicPartition};
 use server::config::{NodeConfig, Settings};
 
-use super::workload::{self, Process, Recorder, WorkloadConfig, TOPIC};
+use super::workload::{self, Recorder, WorkloadConfig};
 use super::{RunOptions, ScenarioOutcome};
-use crate::checker::{self, Op, Operation, Outcome};
+use crate::checker::{self, Operation};
 use crate::clock::SimClock;
 use crate::disk::{DiskFaults, SimDisk};
 use crate::trace::Trace;
@@ -63,15 +59,9 @@ use crate::trace::Trace;
 const SERVER_IP: &str = "10.0.0.1";
 /// The Kafka port.
 const PORT: u16 = 9092;
-/// After the faults stop, a produce to every partition must succeed within this.
-pub const CONVERGENCE_MS: u64 = 30_000;
-/// Final reads must reach every high watermark within this.
-pub const FINAL_READS_MS: u64 = 60_000;
+pub use super::workload::{CONVERGENCE_MS, FINAL_READS_MS};
 /// Workload processes must finish their last operation within this after being told to stop.
-const STOP_MS: u64 = 60_000;
-/// History process ids of the liveness probe and the final reader.
-const PROBE_PROCESS: u64 = 90;
-const FINAL_PROCESS: u64 = 91;
+pub const STOP_MS: u64 = 60_000;
 
 /// The nemesis's faults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -470,198 +460,6 @@ fn ip(text: &str) -> IpAddr {
     text.parse().expect("valid IP literal")
 }
 
-/// Creates the topic, retrying until the node answers.
-async fn create_topic(recorder: &Arc<Recorder>, params: &Params) -> Result<(), String> {
-    let config = ClientConfig {
-        bootstrap_servers: vec![params.workload.bootstrap.clone()],
-        request_timeout_ms: 5_000,
-        ..ClientConfig::default()
-    };
-    for attempt in 0..20 {
-        let outcome = async {
-            let client = Client::connect(config.clone()).await.map_err(|error| error.to_string())?;
-            let admin = client::admin::Admin::new(&client);
-            let topic = client::admin::NewTopic {
-                name: TOPIC.to_owned(),
-                num_partitions: params.partitions as i32,
-                replication_factor: 1,
-                configs: params.topic_configs(),
-            };
-            admin.create_topics(&[topic], false).await.map_err(|error| error.to_string())?;
-            Ok::<(), String>(())
-        }
-        .await;
-        match outcome {
-            Ok(()) => {
-                recorder.trace.event(format!("topic {TOPIC} created with {} partitions", params.partitions));
-                return Ok(());
-            }
-            Err(error) => {
-                recorder.trace.event(format!("create topic attempt {attempt} failed: {error}"));
-                madsim::time::sleep(Duration::from_millis(500)).await;
-            }
-        }
-    }
-    Err("the topic could not be created before any fault".to_owned())
-}
-
-/// Liveness: a produce to every partition must be acknowledged within [`CONVERGENCE_MS`].
-async fn probe(recorder: Arc<Recorder>, workload: WorkloadConfig) -> Result<(), String> {
-    let deadline = recorder.trace.now_ms() + CONVERGENCE_MS;
-    let give_up = AtomicBool::new(false);
-    let connect = Process::connect(PROBE_PROCESS, Acks::All, Arc::clone(&recorder), workload.clone(), &give_up);
-    let Ok(Some(mut process)) = madsim::time::timeout(Duration::from_millis(CONVERGENCE_MS), connect).await else {
-        return Err(format!("no convergence: the probe could not connect within {CONVERGENCE_MS} ms"));
-    };
-    for key in 0..workload.partitions {
-        loop {
-            if process.send(key).await == Outcome::Ok {
-                break;
-            }
-            if recorder.trace.now_ms() >= deadline {
-                return Err(format!("no convergence: no produce to key {key} was acknowledged within {CONVERGENCE_MS} ms after the faults stopped"));
-            }
-            madsim::time::sleep(Duration::from_millis(100)).await;
-        }
-    }
-    recorder.trace.event("liveness: every partition accepted a produce");
-    Ok(())
-}
-
-/// Final reads: from the log start offset of every partition until each position reaches the
-/// partition's high watermark.
-async fn final_reads(recorder: Arc<Recorder>, workload: WorkloadConfig) -> Result<(), String> {
-    let started = recorder.trace.now_ms();
-    let config = ClientConfig {
-        bootstrap_servers: vec![workload.bootstrap.clone()],
-        request_timeout_ms: workload.request_timeout_ms,
-        ..ClientConfig::default()
-    };
-    let client = loop {
-        match Client::connect(config.clone()).await {
-            Ok(client) => break client,
-            Err(error) if recorder.trace.now_ms() < started + FINAL_READS_MS => {
-                recorder.trace.event(format!("final reads: connect failed: {error}"));
-                madsim::time::sleep(Duration::from_millis(200)).await;
-            }
-            Err(error) => return Err(format!("no convergence: final reads could not connect: {error}")),
-        }
-    };
-    let consumer_config =
-        ConsumerConfig { fetch_max_wait_ms: 100, auto_offset_reset: OffsetReset::None, ..ConsumerConfig::default() };
-    let admin = Admin::new(&client);
-    let mut consumer = Consumer::new(client, consumer_config).map_err(|error| error.to_string())?;
-    let partitions: Vec<TopicPartition> =
-        (0..workload.partitions).map(|key| TopicPartition::new(TOPIC, key as i32)).collect();
-    consumer.assign(partitions.clone());
-    for (key, partition) in partitions.iter().enumerate() {
-        let log_start_offset = loop {
-            if let Some(offset) = workload::observe_log_start(&admin, &recorder, FINAL_PROCESS, key as u32).await {
-                break offset;
-            }
-            if recorder.trace.now_ms() >= started + FINAL_READS_MS {
-                return Err(format!("no convergence: final reads could not list the log start offset of {partition}"));
-            }
-            madsim::time::sleep(Duration::from_millis(200)).await;
-        };
-        consumer.seek(partition, SeekTo::Offset(Offset(log_start_offset))).await.map_err(|error| error.to_string())?;
-    }
-    let now = recorder.trace.now_ms();
-    recorder.record(Op {
-        process: FINAL_PROCESS,
-        invoke_ms: now,
-        complete_ms: now,
-        operation: Operation::Reposition,
-        outcome: Outcome::Ok,
-    });
-    loop {
-        let caught_up = partitions.iter().all(|partition| {
-            match (consumer.position(partition), consumer.high_watermark(partition)) {
-                (Some(position), Some(high_watermark)) => position >= high_watermark,
-                _ => false,
-            }
-        });
-        if caught_up {
-            let ends: Vec<i64> =
-                partitions.iter().filter_map(|partition| consumer.position(partition)).map(|offset| offset.0).collect();
-            recorder.trace.event(format!("final reads: reached the high watermarks {ends:?}"));
-            return Ok(());
-        }
-        if recorder.trace.now_ms() >= started + FINAL_READS_MS {
-            let state: Vec<String> = partitions
-                .iter()
-                .map(|partition| {
-                    format!(
-                        "{partition}: position {:?} high watermark {:?}",
-                        consumer.position(partition),
-                        consumer.high_watermark(partition)
-                    )
-                })
-                .collect();
-            return Err(format!(
-                "no convergence: final reads did not reach the high watermarks within {FINAL_READS_MS} ms ({})",
-                state.join(", ")
-            ));
-        }
-        let invoke_ms = recorder.trace.now_ms();
-        match consumer.poll(Duration::from_millis(500)).await {
-            Ok(records) => {
-                let mut reads: BTreeMap<u32, Vec<(i64, u64)>> = BTreeMap::new();
-                for record in records {
-                    let value = record
-                        .value
-                        .as_deref()
-                        .and_then(|bytes| std::str::from_utf8(bytes).ok())
-                        .and_then(|text| text.parse().ok());
-                    match value {
-                        Some(value) => reads.entry(record.partition as u32).or_default().push((record.offset.0, value)),
-                        None => recorder.fail(format!(
-                            "final reads: record at partition {} offset {} is not a workload value",
-                            record.partition, record.offset.0
-                        )),
-                    }
-                }
-                let count: usize = reads.values().map(Vec::len).sum();
-                if count > 0 {
-                    let last: Vec<String> = reads
-                        .iter()
-                        .map(|(key, records)| format!("k{key}..{}", records.last().map_or(-1, |(offset, _)| *offset)))
-                        .collect();
-                    recorder.trace.event(format!("final poll {count} records {}", last.join(" ")));
-                }
-                let complete_ms = recorder.trace.now_ms();
-                recorder.record(Op {
-                    process: FINAL_PROCESS,
-                    invoke_ms,
-                    complete_ms,
-                    operation: Operation::Poll { reads },
-                    outcome: Outcome::Ok,
-                });
-            }
-            Err(error) => {
-                recorder.trace.event(format!("final poll error: {error}"));
-                match &error {
-                    // Retention may still delete while the final reads run.
-                    client::ClientError::OffsetOutOfRange { topic_partition, offset } => {
-                        workload::move_past_deleted(
-                            &mut consumer,
-                            &admin,
-                            &recorder,
-                            FINAL_PROCESS,
-                            topic_partition,
-                            *offset,
-                        )
-                        .await
-                        .map_err(|failure| format!("final reads failed: {failure}"))?;
-                    }
-                    client::ClientError::CorruptRecords { .. } => return Err(format!("final reads failed: {error}")),
-                    _ => {}
-                }
-            }
-        }
-    }
-}
-
 /// Runs the scenario; called inside a fresh madsim runtime.
 pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
     let handle = Handle::current();
@@ -717,7 +515,9 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
     let setup = handle.create_node().name("setup").ip(ip("10.0.9.1")).build();
     let created = {
         let (recorder, params) = (Arc::clone(&recorder), Arc::clone(&params));
-        setup.spawn(async move { create_topic(&recorder, &params).await }).await
+        setup
+            .spawn(async move { workload::create_topic(&recorder, &params.workload, 1, params.topic_configs()).await })
+            .await
     };
     let mut failures = Vec::new();
     match created {
@@ -771,8 +571,8 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         let (recorder, workload) = (Arc::clone(&recorder), params.workload.clone());
         checker_node
             .spawn(async move {
-                probe(Arc::clone(&recorder), workload.clone()).await?;
-                final_reads(recorder, workload).await
+                workload::probe(Arc::clone(&recorder), workload.clone()).await?;
+                workload::final_reads(recorder, workload).await
             })
             .await
     };

@@ -37,6 +37,15 @@ use crate::trace::Trace;
 /// The workload's topic.
 pub const TOPIC: &str = "jepsen";
 
+/// After the faults stop, a produce to every partition must be acknowledged within this.
+pub const CONVERGENCE_MS: u64 = 30_000;
+/// Final reads must reach every partition's high watermark within this.
+pub const FINAL_READS_MS: u64 = 60_000;
+/// The probe's process id in the history.
+pub const PROBE_PROCESS: u64 = 90;
+/// The final reader's process id in the history.
+pub const FINAL_PROCESS: u64 = 91;
+
 /// The shared record of a run: the history, the value counter and invariant failures.
 #[derive(Debug)]
 pub struct Recorder {
@@ -89,7 +98,7 @@ impl Recorder {
 /// How the workload's clients behave (drawn per seed).
 #[derive(Debug, Clone)]
 pub struct WorkloadConfig {
-    /// The broker's `host:port`.
+    /// The brokers' `host:port`, comma-separated.
     pub bootstrap: String,
     /// Partitions (= keys).
     pub partitions: u32,
@@ -113,11 +122,21 @@ pub struct WorkloadConfig {
     pub delete_percent: u32,
 }
 
+impl WorkloadConfig {
+    /// The bootstrap list.
+    pub fn bootstrap_servers(&self) -> Vec<String> {
+        self.bootstrap.split(',').map(str::to_owned).collect()
+    }
+}
+
 /// Whether a broker error code means the record certainly was not written.
 pub fn classify_code(error: ResponseError) -> Outcome {
     match error {
-        // The append happened (or may have) and only the wait for durability ended.
+        // The append happened (or may have) and only the wait for durability ended. A leader
+        // that lost its leadership while an acks=all write waited answers NOT_LEADER_OR_FOLLOWER
+        // (as Kafka does), whether or not the write survives: indeterminate too.
         ResponseError::RequestTimedOut
+        | ResponseError::NotLeaderOrFollower
         | ResponseError::NotEnoughReplicasAfterAppend
         | ResponseError::NetworkException
         | ResponseError::UnknownServerError => Outcome::Info,
@@ -172,7 +191,7 @@ impl Process {
         give_up: &AtomicBool,
     ) -> Option<Process> {
         let client_config = ClientConfig {
-            bootstrap_servers: vec![config.bootstrap.clone()],
+            bootstrap_servers: config.bootstrap_servers(),
             client_id: format!("p{id}"),
             request_timeout_ms: config.request_timeout_ms,
             retry_backoff_ms: 50,
@@ -530,4 +549,213 @@ pub async fn run_process(id: u64, acks: Acks, recorder: Arc<Recorder>, config: W
         operations += 1;
     }
     recorder.trace.event(format!("p{id} stopped after {operations} operations"));
+}
+
+/// Creates the workload's topic with `replication_factor` and `configs`, retrying until the
+/// cluster answers.
+///
+/// # Errors
+/// If it could not be created in 20 attempts.
+pub async fn create_topic(
+    recorder: &Arc<Recorder>,
+    workload: &WorkloadConfig,
+    replication_factor: i16,
+    configs: Vec<(String, String)>,
+) -> Result<(), String> {
+    let config = ClientConfig {
+        bootstrap_servers: workload.bootstrap_servers(),
+        request_timeout_ms: 5_000,
+        ..ClientConfig::default()
+    };
+    for attempt in 0..20 {
+        let outcome = async {
+            let client = Client::connect(config.clone()).await.map_err(|error| error.to_string())?;
+            let admin = client::admin::Admin::new(&client);
+            let topic = client::admin::NewTopic {
+                name: TOPIC.to_owned(),
+                num_partitions: workload.partitions as i32,
+                replication_factor,
+                configs: configs.clone(),
+            };
+            let results = admin.create_topics(&[topic], false).await.map_err(|error| error.to_string())?;
+            match results.into_iter().next() {
+                Some((_, Ok(()))) => Ok(()),
+                // An earlier attempt whose answer was lost created it.
+                Some((_, Err(error))) if error.response_error() == Some(ResponseError::TopicAlreadyExists) => Ok(()),
+                Some((_, Err(error))) => Err(error.to_string()),
+                None => Err("CreateTopics answered without the topic".to_owned()),
+            }
+        }
+        .await;
+        match outcome {
+            Ok(()) => {
+                recorder.trace.event(format!(
+                    "topic {TOPIC} created with {} partitions, replication factor {replication_factor}",
+                    workload.partitions
+                ));
+                return Ok(());
+            }
+            Err(error) => {
+                recorder.trace.event(format!("create topic attempt {attempt} failed: {error}"));
+                madsim::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+    Err("the topic could not be created before any fault".to_owned())
+}
+
+/// Liveness: a produce to every partition must be acknowledged within [`CONVERGENCE_MS`].
+///
+/// # Errors
+/// "no convergence" with what did not happen.
+pub async fn probe(recorder: Arc<Recorder>, workload: WorkloadConfig) -> Result<(), String> {
+    let deadline = recorder.trace.now_ms() + CONVERGENCE_MS;
+    let give_up = AtomicBool::new(false);
+    let connect = Process::connect(PROBE_PROCESS, Acks::All, Arc::clone(&recorder), workload.clone(), &give_up);
+    let Ok(Some(mut process)) = madsim::time::timeout(Duration::from_millis(CONVERGENCE_MS), connect).await else {
+        return Err(format!("no convergence: the probe could not connect within {CONVERGENCE_MS} ms"));
+    };
+    for key in 0..workload.partitions {
+        loop {
+            if process.send(key).await == Outcome::Ok {
+                break;
+            }
+            if recorder.trace.now_ms() >= deadline {
+                return Err(format!("no convergence: no produce to key {key} was acknowledged within {CONVERGENCE_MS} ms after the faults stopped"));
+            }
+            madsim::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    recorder.trace.event("liveness: every partition accepted a produce");
+    Ok(())
+}
+
+/// Final reads: from the log start offset of every partition until each position reaches the
+/// partition's high watermark, within [`FINAL_READS_MS`].
+///
+/// # Errors
+/// "no convergence" with what did not happen, or a read that failed.
+pub async fn final_reads(recorder: Arc<Recorder>, workload: WorkloadConfig) -> Result<(), String> {
+    let started = recorder.trace.now_ms();
+    let config = ClientConfig {
+        bootstrap_servers: workload.bootstrap_servers(),
+        request_timeout_ms: workload.request_timeout_ms,
+        ..ClientConfig::default()
+    };
+    let client = loop {
+        match Client::connect(config.clone()).await {
+            Ok(client) => break client,
+            Err(error) if recorder.trace.now_ms() < started + FINAL_READS_MS => {
+                recorder.trace.event(format!("final reads: connect failed: {error}"));
+                madsim::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => return Err(format!("no convergence: final reads could not connect: {error}")),
+        }
+    };
+    let consumer_config =
+        ConsumerConfig { fetch_max_wait_ms: 100, auto_offset_reset: OffsetReset::None, ..ConsumerConfig::default() };
+    let admin = Admin::new(&client);
+    let mut consumer = Consumer::new(client, consumer_config).map_err(|error| error.to_string())?;
+    let partitions: Vec<TopicPartition> =
+        (0..workload.partitions).map(|key| TopicPartition::new(TOPIC, key as i32)).collect();
+    consumer.assign(partitions.clone());
+    for (key, partition) in partitions.iter().enumerate() {
+        let log_start_offset = loop {
+            if let Some(offset) = observe_log_start(&admin, &recorder, FINAL_PROCESS, key as u32).await {
+                break offset;
+            }
+            if recorder.trace.now_ms() >= started + FINAL_READS_MS {
+                return Err(format!("no convergence: final reads could not list the log start offset of {partition}"));
+            }
+            madsim::time::sleep(Duration::from_millis(200)).await;
+        };
+        consumer.seek(partition, SeekTo::Offset(Offset(log_start_offset))).await.map_err(|error| error.to_string())?;
+    }
+    let now = recorder.trace.now_ms();
+    recorder.record(Op {
+        process: FINAL_PROCESS,
+        invoke_ms: now,
+        complete_ms: now,
+        operation: Operation::Reposition,
+        outcome: Outcome::Ok,
+    });
+    loop {
+        let caught_up = partitions.iter().all(|partition| {
+            match (consumer.position(partition), consumer.high_watermark(partition)) {
+                (Some(position), Some(high_watermark)) => position >= high_watermark,
+                _ => false,
+            }
+        });
+        if caught_up {
+            let ends: Vec<i64> =
+                partitions.iter().filter_map(|partition| consumer.position(partition)).map(|offset| offset.0).collect();
+            recorder.trace.event(format!("final reads: reached the high watermarks {ends:?}"));
+            return Ok(());
+        }
+        if recorder.trace.now_ms() >= started + FINAL_READS_MS {
+            let state: Vec<String> = partitions
+                .iter()
+                .map(|partition| {
+                    format!(
+                        "{partition}: position {:?} high watermark {:?}",
+                        consumer.position(partition),
+                        consumer.high_watermark(partition)
+                    )
+                })
+                .collect();
+            return Err(format!(
+                "no convergence: final reads did not reach the high watermarks within {FINAL_READS_MS} ms ({})",
+                state.join(", ")
+            ));
+        }
+        let invoke_ms = recorder.trace.now_ms();
+        match consumer.poll(Duration::from_millis(500)).await {
+            Ok(records) => {
+                let mut reads: BTreeMap<u32, Vec<(i64, u64)>> = BTreeMap::new();
+                for record in records {
+                    let value = record
+                        .value
+                        .as_deref()
+                        .and_then(|bytes| std::str::from_utf8(bytes).ok())
+                        .and_then(|text| text.parse().ok());
+                    match value {
+                        Some(value) => reads.entry(record.partition as u32).or_default().push((record.offset.0, value)),
+                        None => recorder.fail(format!(
+                            "final reads: record at partition {} offset {} is not a workload value",
+                            record.partition, record.offset.0
+                        )),
+                    }
+                }
+                let count: usize = reads.values().map(Vec::len).sum();
+                if count > 0 {
+                    let last: Vec<String> = reads
+                        .iter()
+                        .map(|(key, records)| format!("k{key}..{}", records.last().map_or(-1, |(offset, _)| *offset)))
+                        .collect();
+                    recorder.trace.event(format!("final poll {count} records {}", last.join(" ")));
+                }
+                let complete_ms = recorder.trace.now_ms();
+                recorder.record(Op {
+                    process: FINAL_PROCESS,
+                    invoke_ms,
+                    complete_ms,
+                    operation: Operation::Poll { reads },
+                    outcome: Outcome::Ok,
+                });
+            }
+            Err(error) => {
+                recorder.trace.event(format!("final poll error: {error}"));
+                match &error {
+                    // Retention may still delete while the final reads run.
+                    client::ClientError::OffsetOutOfRange { topic_partition, offset } => {
+                        move_past_deleted(&mut consumer, &admin, &recorder, FINAL_PROCESS, topic_partition, *offset)
+                            .await
+                            .map_err(|failure| format!("final reads failed: {failure}"))?;
+                    }
+                    client::ClientError::CorruptRecords { .. } => return Err(format!("final reads failed: {error}")),
+                    _ => {}
+                }
+            }
+        }
+    }
 }
