@@ -21,8 +21,14 @@ use clap::Parser;
 use sim::scenario::{self, RunOptions, RunResult, SCENARIOS};
 
 /// Planted bugs the broker and storage can compile in (feature `planted-bugs`).
-const PLANTED_BUGS: &[&str] =
-    &["ack-before-fsync", "log-start-not-durable", "raft-log-no-fsync", "follower-skips-entry"];
+const PLANTED_BUGS: &[&str] = &[
+    "ack-before-fsync",
+    "log-start-not-durable",
+    "raft-log-no-fsync",
+    "follower-skips-entry",
+    "truncate-to-high-watermark",
+    "follower-reports-unsynced",
+];
 /// Lines of a failing child's stderr shown.
 const STDERR_TAIL_LINES: usize = 30;
 /// Above this many seeds, passing seeds are not listed one by one.

@@ -39,6 +39,14 @@ const FOLLOWER_RETRY_BACKOFF_MS: u64 = 200;
 /// Starts fetching `partition` from `leader` (at `address`) in `leader_epoch`.
 pub(crate) fn start(partition: Arc<Partition>, me: NodeId, leader: NodeId, leader_epoch: LeaderEpoch, address: String) {
     drop(rt::task::spawn(async move {
+        // Planted bug: the pre-KIP-101 rule, a new follower cutting its log at its high
+        // watermark before it fetches.
+        if crate::planted_bug("truncate-to-high-watermark", true) {
+            let _io = partition.replica_io().await;
+            if partition.follows(leader, leader_epoch) {
+                let _ = partition.log.truncate_to(partition.high_watermark()).await;
+            }
+        }
         let mut connection: Option<BrokerConnection> = None;
         while partition.follows(leader, leader_epoch) {
             match round(&partition, me, leader, leader_epoch, &address, &mut connection).await {
@@ -139,7 +147,10 @@ async fn round(
     if let Some(records) = data.records.filter(|records| !records.is_empty()) {
         let now_ms = partition.now_ms();
         log.append_replicated(BytesMut::from(&records[..]), now_ms).await.map_err(|error| error.to_string())?;
-        log.flush().await.map_err(|error| error.to_string())?;
+        // Planted bug: report appended data as replicated before it is on stable storage.
+        if !crate::planted_bug("follower-reports-unsynced", true) {
+            log.flush().await.map_err(|error| error.to_string())?;
+        }
     }
     partition.advance_high_watermark(replication::follower_high_watermark(
         Offset(data.high_watermark),

@@ -54,7 +54,11 @@ pub use node::Node;
 /// * `ack-before-fsync`: appended data counts as durable at once, so acks=all completes before
 ///   the fsync (the crash scenarios must catch it);
 /// * `follower-skips-entry`: a broker following the metadata log skips every 16th entry
-///   (the cluster scenario's image check must catch it).
+///   (the cluster scenario's image check must catch it);
+/// * `truncate-to-high-watermark`: a diverged follower cuts its log at its high watermark
+///   instead of where its epoch ends on the leader (the pre-KIP-101 rule);
+/// * `follower-reports-unsynced`: a follower fetches on before fsyncing what it appended, so
+///   the leader counts unsynced data in the high watermark.
 ///
 /// True when `name` is active and `when` holds.
 pub(crate) fn planted_bug(name: &str, when: bool) -> bool {
