@@ -1027,24 +1027,8 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
             Err(error) => failures.push(format!("liveness task failed: {error}")),
         }
     }
-    let history = recorder.history();
-    let report = checker::check_with(&history, checker::CheckOptions { retention: false });
-    for (name, instances) in &report.anomalies {
-        for instance in instances {
-            failures.push(format!("{name}: {instance}"));
-        }
-    }
-    failures.extend(recorder.failures());
-    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
-    for op in &history {
-        let kind = match &op.operation {
-            checker::Operation::Send { durable: true, .. } => "send",
-            checker::Operation::Send { durable: false, .. } => "send1",
-            checker::Operation::Poll { .. } => "poll",
-            _ => continue,
-        };
-        *outcomes.entry(format!("{kind}:{:?}", op.outcome)).or_default() += 1;
-    }
+    let (report, outcomes) =
+        workload::check_history(&recorder, checker::CheckOptions { retention: false }, &mut failures);
     let (violations, terms, highest) = {
         let check = shared.check.lock().expect("check lock");
         (check.violations(), check.terms_led(), check.highest_applied())

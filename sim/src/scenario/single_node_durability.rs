@@ -50,7 +50,7 @@ use server::config::{NodeConfig, Settings};
 
 use super::workload::{self, Recorder, WorkloadConfig};
 use super::{RunOptions, ScenarioOutcome};
-use crate::checker::{self, Operation};
+use crate::checker;
 use crate::clock::SimClock;
 use crate::disk::{DiskFaults, SimDisk};
 use crate::trace::Trace;
@@ -583,26 +583,8 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
     }
 
     // History checks.
-    let history = recorder.history();
-    let report = checker::check_with(&history, checker::CheckOptions { retention: params.retention() });
-    for (name, instances) in &report.anomalies {
-        for instance in instances {
-            failures.push(format!("{name}: {instance}"));
-        }
-    }
-    failures.extend(recorder.failures());
-    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
-    for op in &history {
-        let kind = match &op.operation {
-            Operation::Send { durable: true, .. } => "send",
-            Operation::Send { durable: false, .. } => "send1",
-            Operation::Poll { .. } => "poll",
-            Operation::DeleteRecords { .. } => "delete",
-            Operation::LogStart { .. } => "log-start",
-            Operation::Reposition => continue,
-        };
-        *outcomes.entry(format!("{kind}:{:?}", op.outcome)).or_default() += 1;
-    }
+    let (report, outcomes) =
+        workload::check_history(&recorder, checker::CheckOptions { retention: params.retention() }, &mut failures);
     let summary = format!(
         "ops {outcomes:?} acknowledged {} deleted-unread {} log-start {:?} offsets-observed {} faults {fault_counts:?} incarnations {} disk-syncs {}",
         report.acknowledged,

@@ -31,7 +31,7 @@ use madsim::rand::{thread_rng, Rng};
 use protocol::ids::{Offset, TopicPartition};
 use protocol::ResponseError;
 
-use crate::checker::{Op, Operation, Outcome};
+use crate::checker::{self, Op, Operation, Outcome};
 use crate::trace::Trace;
 
 /// The workload's topic.
@@ -758,4 +758,35 @@ pub async fn final_reads(recorder: Arc<Recorder>, workload: WorkloadConfig) -> R
             }
         }
     }
+}
+
+/// Checks the recorded history: every anomaly and invariant failure, one line each (added to
+/// `failures`), the checker's report, and the operation counts by kind and outcome for the
+/// summary line.
+pub fn check_history(
+    recorder: &Recorder,
+    options: checker::CheckOptions,
+    failures: &mut Vec<String>,
+) -> (checker::Report, BTreeMap<String, u64>) {
+    let history = recorder.history();
+    let report = checker::check_with(&history, options);
+    for (name, instances) in &report.anomalies {
+        for instance in instances {
+            failures.push(format!("{name}: {instance}"));
+        }
+    }
+    failures.extend(recorder.failures());
+    let mut outcomes: BTreeMap<String, u64> = BTreeMap::new();
+    for op in &history {
+        let kind = match &op.operation {
+            Operation::Send { durable: true, .. } => "send",
+            Operation::Send { durable: false, .. } => "send1",
+            Operation::Poll { .. } => "poll",
+            Operation::DeleteRecords { .. } => "delete",
+            Operation::LogStart { .. } => "log-start",
+            Operation::Reposition => continue,
+        };
+        *outcomes.entry(format!("{kind}:{:?}", op.outcome)).or_default() += 1;
+    }
+    (report, outcomes)
 }

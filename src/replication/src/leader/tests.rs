@@ -167,6 +167,17 @@ fn step() -> impl Strategy<Value = Step> {
     ]
 }
 
+/// The controller applies an AlterPartition at once (the model's metadata image).
+fn apply_alter(leader: &mut Leader, alter: Option<AlterIsr>, partition_epoch: &mut i32, now_ms: i64) {
+    if let Some(alter) = alter {
+        *partition_epoch += 1;
+        let mut next = leader.state().clone();
+        next.isr = alter.new_isr;
+        next.partition_epoch = PartitionEpoch(*partition_epoch);
+        let _ = leader.on_partition_state(next, now_ms).expect("still leads");
+    }
+}
+
 proptest! {
     /// Against a model of three replicas' durable logs: the high watermark never moves back,
     /// never passes the durable end of any committed-ISR member (every ISR member holds the
@@ -198,23 +209,12 @@ proptest! {
                     let _ = durable.insert(follower, end);
                     now += 1;
                     let outcome = leader.on_fetch(NodeId(follower), Offset(end), now, true).expect("valid fetch");
-                    if let Some(alter) = outcome.alter {
-                        partition_epoch += 1;
-                        let mut next = leader.state().clone();
-                        next.isr = alter.new_isr;
-                        next.partition_epoch = PartitionEpoch(partition_epoch);
-                        let _ = leader.on_partition_state(next, now).expect("still leads");
-                    }
+                    apply_alter(&mut leader, outcome.alter, &mut partition_epoch, now);
                 }
                 Step::Tick(elapsed) => {
                     now += elapsed;
-                    if let Some(alter) = leader.on_tick(now) {
-                        partition_epoch += 1;
-                        let mut next = leader.state().clone();
-                        next.isr = alter.new_isr;
-                        next.partition_epoch = PartitionEpoch(partition_epoch);
-                        let _ = leader.on_partition_state(next, now).expect("still leads");
-                    }
+                    let alter = leader.on_tick(now);
+                    apply_alter(&mut leader, alter, &mut partition_epoch, now);
                 }
                 Step::Fence(follower) => {
                     let mut next = leader.state().clone();
