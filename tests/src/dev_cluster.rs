@@ -35,11 +35,11 @@ const POLL_INTERVAL: Duration = Duration::from_millis(50);
 
 /// One node of `cluster.json`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct ListedNode {
-    id: i64,
-    pid: u32,
-    kafka: String,
-    controller: Option<String>,
+pub(crate) struct ListedNode {
+    pub(crate) id: i64,
+    pub(crate) pid: u32,
+    pub(crate) kafka: String,
+    pub(crate) controller: Option<String>,
 }
 
 /// `cluster.json`, or `None` while it does not exist or is incomplete.
@@ -64,7 +64,7 @@ fn read_cluster(dir: &Path) -> Option<Vec<ListedNode>> {
 
 /// Whether `pid` runs. A zombie counts as gone: a restarted node is re-parented to init,
 /// which reaps it on its own schedule.
-fn process_running(pid: u32) -> bool {
+pub(crate) fn process_running(pid: u32) -> bool {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return false;
     };
@@ -72,14 +72,14 @@ fn process_running(pid: u32) -> bool {
     !matches!(state, None | Some('Z' | 'X' | 'x'))
 }
 
-fn send_signal(pid: u32, signal: rustix::process::Signal) {
+pub(crate) fn send_signal(pid: u32, signal: rustix::process::Signal) {
     let pid = rustix::process::Pid::from_raw(i32::try_from(pid).expect("pids fit i32")).expect("pids are positive");
     // An error means the process is already gone.
     let _ = rustix::process::kill_process(pid, signal);
 }
 
 /// Polls until `condition` holds or `timeout` passes; bounded in iterations too.
-fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
+pub(crate) fn wait_for(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     for _ in 0..(timeout.as_millis() / POLL_INTERVAL.as_millis() + 2) {
         if condition() {
@@ -113,10 +113,10 @@ fn pick_base_port(nodes: u16, attempt: u32) -> u16 {
 /// The `weir dev-cluster` process. Dropping it kills the supervisor and every node
 /// `cluster.json` lists, so a failing test leaks no process.
 #[derive(Debug)]
-struct DevCluster {
+pub(crate) struct DevCluster {
     supervisor: Option<Child>,
     /// The cluster directory (`--dir`).
-    dir: PathBuf,
+    pub(crate) dir: PathBuf,
     /// The supervisor's stdout and stderr.
     stdout: PathBuf,
     stderr: PathBuf,
@@ -135,7 +135,7 @@ impl DevCluster {
     }
 
     /// [`DevCluster::start_nodes`] with `WEIR_*` settings every node inherits.
-    fn start_nodes_with(nodes: u16, settings: &[(&str, &str)]) -> DevCluster {
+    pub(crate) fn start_nodes_with(nodes: u16, settings: &[(&str, &str)]) -> DevCluster {
         let temporary = tempfile::Builder::new().prefix("weir-dev-cluster-").tempdir().expect("tempdir");
         let root = temporary.path().to_path_buf();
         let mut cluster = DevCluster {
@@ -194,7 +194,7 @@ impl DevCluster {
     }
 
     /// `cluster.json` now; remembers the pids for cleanup.
-    fn nodes(&mut self) -> Vec<ListedNode> {
+    pub(crate) fn nodes(&mut self) -> Vec<ListedNode> {
         let nodes = read_cluster(&self.dir).unwrap_or_else(|| panic!("cluster.json is missing:\n{}", self.output()));
         for node in &nodes {
             if !self.pids_seen.contains(&node.pid) {
@@ -204,11 +204,11 @@ impl DevCluster {
         nodes
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         format!("--- supervisor stdout ---\n{}\n--- supervisor stderr ---\n{}", tail(&self.stdout), tail(&self.stderr))
     }
 
-    fn node_log(&self, id: i64) -> String {
+    pub(crate) fn node_log(&self, id: i64) -> String {
         tail(&self.dir.join(format!("node-{id}")).join("weir.log"))
     }
 
@@ -358,7 +358,7 @@ fn active_controller(status: &serde_json::Value) -> Option<i64> {
 }
 
 /// Creates a topic, retrying while the controller quorum is between leaders.
-async fn create_topic_eventually(client: &client::Client, name: &str, partitions: i32, factor: i16) {
+pub(crate) async fn create_topic_eventually(client: &client::Client, name: &str, partitions: i32, factor: i16) {
     let admin = Admin::new(client);
     let deadline = Instant::now() + FAILOVER_TIMEOUT;
     loop {
@@ -375,7 +375,7 @@ async fn create_topic_eventually(client: &client::Client, name: &str, partitions
 }
 
 /// Waits until every partition of `topic` is led by one of `live`.
-async fn leaders_among(client: &client::Client, topic: &str, live: &[i32]) -> Vec<PartitionInfo> {
+pub(crate) async fn leaders_among(client: &client::Client, topic: &str, live: &[i32]) -> Vec<PartitionInfo> {
     let deadline = Instant::now() + FAILOVER_TIMEOUT;
     loop {
         let _ = client.refresh_metadata(Some(&[topic.to_owned()])).await;

@@ -19,7 +19,7 @@
 //!
 //! Layout: `harness.rs` (processes and external tools), `tester.rs` (native-client helpers),
 //! then one module per area: `clients`, `offsets`, `configs`, `durability`, `bad_input`,
-//! `disk_full`, `cli`, `dev_cluster`, `roles`.
+//! `disk_full`, `cli`, `dev_cluster`, `roles`, `replication`.
 
 mod bad_input;
 mod cli;
@@ -30,5 +30,6 @@ mod disk_full;
 mod durability;
 mod harness;
 mod offsets;
+mod replication;
 mod roles;
 mod tester;

@@ -133,7 +133,8 @@ impl Leader {
         if state.leader != me || !state.isr.contains(&me) {
             return Err(ReplicationError::NotLeader { leader: state.leader, isr: state.isr.clone() });
         }
-        assert!(durable_end_offset <= log_end_offset, "durable end {durable_end_offset} past log end {log_end_offset}");
+        // Read one after the other, the two may straddle an append.
+        let log_end_offset = log_end_offset.max(durable_end_offset);
         let followers = state
             .replicas
             .iter()
@@ -240,17 +241,19 @@ impl Leader {
         Some(if isr >= min_isr { Ok(()) } else { Err(ReplicationError::NotEnoughReplicasAfterAppend { isr, min_isr }) })
     }
 
-    /// The local log grew to `log_end_offset` (an append).
+    /// The local log grew to `log_end_offset` (an append). Reports of concurrent appends may
+    /// arrive out of order, and a flush may have reported a later end already: the log end
+    /// only moves forward.
     pub fn on_append(&mut self, log_end_offset: Offset) -> Option<Offset> {
-        assert!(log_end_offset >= self.log_end_offset, "the leader's log end moved back");
-        self.log_end_offset = log_end_offset;
+        self.log_end_offset = self.log_end_offset.max(log_end_offset);
         self.advance_high_watermark()
     }
 
-    /// The local log is durable up to `durable_end_offset` (a flush).
+    /// The local log is durable up to `durable_end_offset` (a flush). A flush can cover an
+    /// append whose report has not arrived yet, so this also moves the log end.
     pub fn on_flush(&mut self, durable_end_offset: Offset) -> Option<Offset> {
-        assert!(durable_end_offset <= self.log_end_offset, "durable past the log end");
         self.durable_end_offset = self.durable_end_offset.max(durable_end_offset);
+        self.log_end_offset = self.log_end_offset.max(self.durable_end_offset);
         self.advance_high_watermark()
     }
 

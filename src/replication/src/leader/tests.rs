@@ -45,6 +45,12 @@ fn the_high_watermark_is_the_least_durable_end_over_the_isr_in_this_epoch() {
     assert_eq!(leader.on_fetch(NodeId(2), Offset(5), 4, true).expect("fetch").high_watermark, None);
     assert_eq!(leader.high_watermark(), Offset(20));
 
+    // Reports of concurrent appends and flushes may come in any order.
+    let _ = leader.on_append(Offset(25));
+    let _ = leader.on_append(Offset(22));
+    assert_eq!(leader.on_flush(Offset(30)), None, "follower ends hold it at 20");
+    let _ = leader.on_fetch(NodeId(2), Offset(30), 5, true).expect("a flush moved the log end to 30");
+
     // Under Append, the leader's log end counts.
     let mut appended =
         Leader::new(NodeId(1), state(&[1, 2], 1), config(1, Durability::Append), Offset(10), Offset(0), Offset(0), 0)

@@ -1,0 +1,203 @@
+//! Partition replication on three real processes: acknowledged records survive a leader's
+//! crash and a follower's stall, for the native client and for librdkafka.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use client::admin::{Admin, NewTopic};
+use client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
+
+use crate::dev_cluster::{leaders_among, send_signal, DevCluster};
+use crate::harness::{python, repo_root, run_bounded, scrub_weir_environment, weir_binary};
+use crate::tester::{connect_any, read_to_end};
+
+/// Partitions of the test topic.
+const PARTITIONS: i32 = 3;
+/// How long the librdkafka producer runs.
+const PYTHON_PRODUCE_S: u64 = 25;
+/// How long a follower stays stopped (above the 3 s session timeout: it is fenced).
+const FOLLOWER_STOP: Duration = Duration::from_secs(5);
+
+/// Rounds of ListOffsets on every partition before the final read (500 ms apart).
+const SETTLE_ATTEMPTS_MAX: u32 = 20;
+
+/// An acknowledged record: partition, offset, value.
+type Acked = (i32, i64, String);
+
+/// The native producer: acks=all, no retries (without idempotence a retry could write twice),
+/// one record at a time, round-robin over the partitions, until `stop`.
+async fn produce_native(client: client::Client, stop: Arc<AtomicBool>, acked: Arc<Mutex<Vec<Acked>>>) -> u64 {
+    let producer = Producer::new(
+        client,
+        ProducerConfig { acks: Acks::All, retries: 0, delivery_timeout_ms: 10_000, ..ProducerConfig::default() },
+    )
+    .expect("valid producer config");
+    let mut failed = 0;
+    let mut sent: u64 = 0;
+    while !stop.load(Ordering::SeqCst) {
+        let partition = (sent % PARTITIONS as u64) as i32;
+        let value = format!("native-{sent}");
+        sent += 1;
+        let record = ProducerRecord::new("replicated", value.clone()).with_partition(partition);
+        match producer.send_and_wait(record).await {
+            Ok(metadata) => acked.lock().expect("acked lock").push((partition, metadata.offset.0, value)),
+            Err(_) => {
+                failed += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+    failed
+}
+
+/// Goal: with replication factor 3 and `min.insync.replicas=2`, no record acknowledged with
+/// acks=all is lost or duplicated, and each partition keeps the order of its acknowledgements,
+/// while the leader of a partition is SIGKILLed and restarted and then one of its followers is
+/// SIGSTOPped past its session timeout. Method: `weir dev-cluster` (3 nodes, session 3 s);
+/// the native client and confluent-kafka-python produce throughout (no retries, so every
+/// acknowledgement is one write); afterwards a consumer reads every partition from the start,
+/// and every acknowledged record must sit at its acknowledged offset, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_records_survive_a_leader_crash_and_a_stalled_follower() {
+    let mut cluster = DevCluster::start_nodes_with(3, &[("WEIR_BROKER_SESSION_TIMEOUT_MS", "3000")]);
+    let nodes = cluster.nodes();
+    let bootstrap: Vec<String> = nodes.iter().map(|node| node.kafka.clone()).collect();
+    let all: Vec<i32> = nodes.iter().map(|node| i32::try_from(node.id).expect("small")).collect();
+    let client = connect_any(&bootstrap).await;
+    let topic = NewTopic {
+        num_partitions: PARTITIONS,
+        replication_factor: 3,
+        configs: vec![("min.insync.replicas".to_owned(), "2".to_owned())],
+        ..NewTopic::new("replicated")
+    };
+    let created = Admin::new(&client).create_topics(&[topic], false).await.expect("CreateTopics answers");
+    assert!(created[0].1.is_ok(), "creating the topic failed: {created:?}");
+    let partitions = leaders_among(&client, "replicated", &all).await;
+
+    // Both producers run through the faults.
+    let stop = Arc::new(AtomicBool::new(false));
+    let native_acked = Arc::new(Mutex::new(Vec::new()));
+    let native = tokio::spawn(produce_native(client.clone(), Arc::clone(&stop), Arc::clone(&native_acked)));
+    let python_out = cluster.dir.with_file_name("python-acked.txt");
+    let mut python_producer = Command::new(python());
+    let _ = python_producer
+        .arg(repo_root().join("tests/python/confluent_replicated_producer.py"))
+        .arg(bootstrap.join(","))
+        .arg("replicated")
+        .arg(PARTITIONS.to_string())
+        .arg(PYTHON_PRODUCE_S.to_string())
+        .arg(&python_out)
+        .stdin(Stdio::null());
+    scrub_weir_environment(&mut python_producer);
+    let python_run = tokio::task::spawn_blocking(move || {
+        run_bounded(&mut python_producer, None, Duration::from_secs(PYTHON_PRODUCE_S + 60))
+    });
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Crash and restart the leader of partition 0.
+    let leader = partitions.iter().find(|partition| partition.partition == 0).expect("partition 0").leader;
+    let mut restart = Command::new(weir_binary());
+    let _ = restart.args(["dev-cluster", "restart", "--node", &leader.to_string(), "--dir"]).arg(&cluster.dir);
+    scrub_weir_environment(&mut restart);
+    run_bounded(&mut restart, None, Duration::from_secs(60)).assert_success("weir dev-cluster restart");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Stall a follower of partition 0 past its session timeout, then let it go on.
+    let _ = client.refresh_metadata(Some(&["replicated".to_owned()])).await;
+    let now_leading = client.partitions_for("replicated").await.expect("metadata");
+    let leader_now = now_leading.iter().find(|partition| partition.partition == 0).map(|partition| partition.leader);
+    let follower = cluster
+        .nodes()
+        .into_iter()
+        .find(|node| Some(i32::try_from(node.id).expect("small")) != leader_now)
+        .expect("a follower");
+    send_signal(follower.pid, rustix::process::Signal::STOP);
+    tokio::time::sleep(FOLLOWER_STOP).await;
+    send_signal(follower.pid, rustix::process::Signal::CONT);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    let python_output = python_run.await.expect("the python producer ran");
+    python_output.assert_success("confluent_replicated_producer.py");
+    stop.store(true, Ordering::SeqCst);
+    let native_failed = native.await.expect("the native producer ran");
+
+    // Every partition settles with a live leader that answers; then read everything.
+    let _ = leaders_among(&client, "replicated", &all).await;
+    let reader = connect_any(&bootstrap).await;
+    let admin = Admin::new(&reader);
+    for attempt in 0..SETTLE_ATTEMPTS_MAX {
+        let mut failures = Vec::new();
+        for partition in 0..PARTITIONS {
+            let tp = protocol::ids::TopicPartition::new("replicated", partition);
+            if let Err(error) = admin.list_offsets(&tp, client::admin::OffsetSpec::Latest).await {
+                failures.push(format!("{tp}: {error}"));
+            }
+        }
+        if failures.is_empty() {
+            break;
+        }
+        eprintln!("replication: not settled yet (attempt {attempt}): {failures:?}");
+        if attempt + 1 == SETTLE_ATTEMPTS_MAX {
+            let logs: Vec<String> = cluster
+                .nodes()
+                .iter()
+                .map(|node| format!("--- node {} ---\n{}", node.id, cluster.node_log(node.id)))
+                .collect();
+            panic!("the partitions did not settle: {failures:?}\n{}\n{}", cluster.output(), logs.join("\n"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let read = read_to_end(&reader, "replicated", PARTITIONS).await;
+    let mut at: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    let mut occurrences: BTreeMap<String, u32> = BTreeMap::new();
+    for (partition, records) in &read {
+        for record in records {
+            let value =
+                record.value.as_ref().map(|value| String::from_utf8_lossy(value).into_owned()).unwrap_or_default();
+            let _ = at.insert((*partition, record.offset.0), value.clone());
+            *occurrences.entry(value).or_default() += 1;
+        }
+    }
+    let python_acked: Vec<Acked> = std::fs::read_to_string(&python_out)
+        .unwrap_or_else(|error| panic!("the python producer wrote no {}: {error}", python_out.display()))
+        .lines()
+        .map(|line| {
+            let mut fields = line.splitn(3, ' ');
+            let partition = fields.next().and_then(|field| field.parse().ok()).expect("partition");
+            let offset = fields.next().and_then(|field| field.parse().ok()).expect("offset");
+            (partition, offset, fields.next().expect("value").to_owned())
+        })
+        .collect();
+    let native_acked = native_acked.lock().expect("acked lock").clone();
+    assert!(!native_acked.is_empty() && !python_acked.is_empty(), "both producers got acknowledgements");
+    let mut problems = Vec::new();
+    for (partition, offset, value) in native_acked.iter().chain(&python_acked) {
+        match at.get(&(*partition, *offset)) {
+            Some(found) if found == value => {}
+            Some(found) => problems.push(format!("{value} acknowledged at {partition}/{offset}, which holds {found}")),
+            None => problems.push(format!("{value} acknowledged at {partition}/{offset}, which is missing")),
+        }
+        if occurrences.get(value).copied().unwrap_or(0) > 1 {
+            problems.push(format!("{value} appears {} times", occurrences[value]));
+        }
+    }
+    let distinct: BTreeSet<&String> = native_acked.iter().chain(&python_acked).map(|(_, _, value)| value).collect();
+    eprintln!(
+        "replication: native acked {} (failed {native_failed}), librdkafka acked {} ({}), {} records read",
+        native_acked.len(),
+        python_acked.len(),
+        python_output.stdout.trim(),
+        at.len()
+    );
+    assert_eq!(distinct.len(), native_acked.len() + python_acked.len(), "every value was acknowledged once");
+    assert!(
+        problems.is_empty(),
+        "{} acknowledged records lost, moved or duplicated: {:?}\n{}",
+        problems.len(),
+        &problems[..problems.len().min(20)],
+        cluster.output()
+    );
+}
