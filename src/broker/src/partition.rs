@@ -69,9 +69,9 @@ pub(crate) struct Partition {
     clock: SharedClock,
     /// The replica role; never held across an await.
     role: Mutex<Role>,
-    /// Held across every change of role and every replicated write, so a follower's append
-    /// never lands after the same broker took the leadership (whose epoch starts at the log
-    /// end it saw).
+    /// Held across every change of role and every write (a follower's replicated append, a
+    /// leader's produce), so no write lands in an epoch other than the one it was checked in:
+    /// a new leader's epoch starts at the log end it saw.
     replica_io: rt::sync::Mutex<()>,
     /// Broker-wide counter bumped on every append here (wakes replica long polls).
     any_append: watch::Sender<u64>,
@@ -229,7 +229,7 @@ impl Partition {
         self.clock.now_ms()
     }
 
-    /// The lock a follower holds while it writes replicated data.
+    /// The lock held while writing to the log (replicated data, or a produce).
     pub(crate) async fn replica_io(&self) -> rt::sync::MutexGuard<'_, ()> {
         self.replica_io.lock().await
     }

@@ -93,6 +93,9 @@ async fn append_partition(node: &Arc<Node>, topic: &str, data: PartitionProduceD
         Ok(partition) => partition,
         Err(error) => return failed(index, error, None),
     };
+    // Held through the append: a change of leadership (which records the new epoch at the log
+    // end) cannot slip between the epoch check and the write stamped with it.
+    let _io = partition.replica_io().await;
     let leader_epoch = match partition.check_append(acks == -1) {
         Ok(leader_epoch) => leader_epoch,
         Err(error) => {
