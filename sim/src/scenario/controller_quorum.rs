@@ -173,23 +173,15 @@ impl Params {
             min_insync_replicas: rng.gen_range(1..=replication_factor),
             acks_all_processes: rng.gen_range(1..=2),
             acks_one_process: rng.gen_bool(0.5),
-            workload: WorkloadConfig {
-                bootstrap: (1..=brokers)
+            // No DeleteRecords: a replicated one does not yet wait for followers.
+            workload: WorkloadConfig::draw(
+                (1..=brokers)
                     .map(|index| format!("{}:{KAFKA_PORT}", broker_ip(BROKER_ID_BASE + index)))
                     .collect::<Vec<_>>()
                     .join(","),
-                partitions: rng.gen_range(1..=3),
-                request_timeout_ms: rng.gen_range(1_000..=5_000),
-                delivery_timeout_ms: rng.gen_range(5_000..=15_000),
-                linger_ms: rng.gen_range(0..=5),
-                think_ms_max: rng.gen_range(0..=30),
-                send_percent: rng.gen_range(40..=85),
-                max_partition_fetch_bytes: rng.gen_range(64..=4_096),
-                poll_ms_max: rng.gen_range(10..=300),
-                sends_per_op_max: if rng.gen_bool(0.3) { 1 } else { rng.gen_range(2..=8) },
-                // DeleteRecords does not yet wait for followers to move their log start.
-                delete_percent: 0,
-            },
+                rng.gen_range(1..=3),
+                false,
+            ),
             weights: FAULTS
                 .iter()
                 .map(|(fault, weight)| (*fault, if rng.gen_bool(0.2) { 0 } else { *weight }))

@@ -138,19 +138,7 @@ impl Params {
             drift_ppm: rng.gen_range(-500..=500),
             nemesis_mean_ms: rng.gen_range(300..=3_000),
             weights,
-            workload: WorkloadConfig {
-                bootstrap: format!("{SERVER_IP}:{PORT}"),
-                partitions,
-                request_timeout_ms: rng.gen_range(1_000..=5_000),
-                delivery_timeout_ms: rng.gen_range(5_000..=15_000),
-                linger_ms: rng.gen_range(0..=5),
-                think_ms_max: rng.gen_range(0..=30),
-                send_percent: rng.gen_range(40..=85),
-                max_partition_fetch_bytes: rng.gen_range(64..=4_096),
-                poll_ms_max: rng.gen_range(10..=300),
-                sends_per_op_max: if rng.gen_bool(0.3) { 1 } else { rng.gen_range(2..=8) },
-                delete_percent: if rng.gen_bool(0.3) { 0 } else { rng.gen_range(1..=5) },
-            },
+            workload: WorkloadConfig::draw(format!("{SERVER_IP}:{PORT}"), partitions, true),
         }
     }
 

@@ -123,6 +123,29 @@ pub struct WorkloadConfig {
 }
 
 impl WorkloadConfig {
+    /// Draws the clients' behaviour from the seed: timeouts, pace, sizes, and (when `deletes`)
+    /// the share of DeleteRecords operations.
+    pub fn draw(bootstrap: String, partitions: u32, deletes: bool) -> WorkloadConfig {
+        let mut rng = thread_rng();
+        WorkloadConfig {
+            bootstrap,
+            partitions,
+            request_timeout_ms: rng.gen_range(1_000..=5_000),
+            delivery_timeout_ms: rng.gen_range(5_000..=15_000),
+            linger_ms: rng.gen_range(0..=5),
+            think_ms_max: rng.gen_range(0..=30),
+            send_percent: rng.gen_range(40..=85),
+            max_partition_fetch_bytes: rng.gen_range(64..=4_096),
+            poll_ms_max: rng.gen_range(10..=300),
+            sends_per_op_max: if rng.gen_bool(0.3) { 1 } else { rng.gen_range(2..=8) },
+            delete_percent: match deletes {
+                true if rng.gen_bool(0.3) => 0,
+                true => rng.gen_range(1..=5),
+                false => 0,
+            },
+        }
+    }
+
     /// The bootstrap list.
     pub fn bootstrap_servers(&self) -> Vec<String> {
         self.bootstrap.split(',').map(str::to_owned).collect()

@@ -81,7 +81,7 @@ async fn round(
     let connection = connection.as_ref().expect("connected above");
     let log = &partition.log;
     let fetch_offset = log.log_end_offset();
-    let last_fetched_epoch = log.leader_epoch_cache().latest_epoch().unwrap_or(UNDEFINED_EPOCH);
+    let last_fetched_epoch = log.latest_epoch().unwrap_or(UNDEFINED_EPOCH);
     let topic = &partition.topic_partition;
     let request = FetchRequest::default()
         .with_replica_id(BrokerId(me.0))

@@ -165,11 +165,10 @@ impl Partition {
     /// # Errors
     /// Storage errors from recording the epoch; `NotLeader` if `state` does not make `me` lead.
     pub(crate) async fn lead(&self, me: NodeId, state: &PartitionState, now_ms: i64) -> Result<(), crate::BrokerError> {
-        let replication_state = replication_state(state);
         let same_epoch = matches!(&*self.role(), Role::Leader(leader) if leader.leader_epoch() == state.leader_epoch);
         if same_epoch {
             let advanced = match &mut *self.role() {
-                Role::Leader(leader) => leader.on_partition_state(replication_state, now_ms),
+                Role::Leader(leader) => leader.on_partition_state(state.clone(), now_ms),
                 _ => Ok(None),
             };
             return match advanced {
@@ -189,7 +188,7 @@ impl Partition {
         self.log.assign_epoch(state.leader_epoch).await?;
         let leader = Leader::new(
             me,
-            replication_state,
+            state.clone(),
             leader_config(&self.settings()),
             self.log.log_end_offset(),
             self.log.durable_end_offset(),
@@ -426,16 +425,5 @@ fn leader_config(settings: &TopicSettings) -> LeaderConfig {
         min_insync_replicas: usize::try_from(settings.min_insync_replicas).unwrap_or(1).max(1),
         replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
         durability: durability(settings),
-    }
-}
-
-/// The metadata image's partition state as the replication state machine takes it.
-pub(crate) fn replication_state(state: &PartitionState) -> replication::leader::PartitionState {
-    replication::leader::PartitionState {
-        replicas: state.replicas.clone(),
-        isr: state.isr.clone(),
-        leader: state.leader,
-        leader_epoch: state.leader_epoch,
-        partition_epoch: state.partition_epoch,
     }
 }

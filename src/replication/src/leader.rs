@@ -23,6 +23,7 @@
 
 use std::collections::BTreeMap;
 
+pub use metadata::image::PartitionState;
 use protocol::ids::{LeaderEpoch, NodeId, Offset, PartitionEpoch};
 
 use crate::ReplicationError;
@@ -36,21 +37,6 @@ pub enum Durability {
     /// Appended data counts, as in Kafka; safety after power loss rests on unclean-shutdown
     /// detection.
     Append,
-}
-
-/// A partition's state in the metadata image, as the leader needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PartitionState {
-    /// Replicas, preferred first.
-    pub replicas: Vec<NodeId>,
-    /// The in-sync replicas.
-    pub isr: Vec<NodeId>,
-    /// The leader.
-    pub leader: NodeId,
-    /// The leader epoch.
-    pub leader_epoch: LeaderEpoch,
-    /// The partition epoch (bumped by every change).
-    pub partition_epoch: PartitionEpoch,
 }
 
 /// The leader's settings for the partition.

@@ -73,12 +73,7 @@ async fn read_for_replica(
             .with_last_stable_offset(partition.high_watermark().0)
             .with_log_start_offset(log_start_offset.0)
     };
-    let diverging = replication::truncation::diverging_epoch(
-        &log.leader_epoch_cache(),
-        log_end_offset,
-        fetch_offset,
-        LeaderEpoch(requested.last_fetched_epoch),
-    );
+    let diverging = log.diverging_epoch(fetch_offset, LeaderEpoch(requested.last_fetched_epoch));
     if let Some(mut end) = diverging {
         // No epoch at or below the follower's here: all of its log diverges. Epoch -1 would
         // read as "no divergence", so the answer carries the log start offset, which the
@@ -97,7 +92,6 @@ async fn read_for_replica(
         return with_offsets(data);
     }
     let may_join_isr = node.image().is_unfenced(replica);
-
     match partition.on_replica_fetch(replica, fetch_offset, node.monotonic_ms(), may_join_isr) {
         Ok(Some(alter)) => node.alter_partition(&partition, alter),
         Ok(None) => {}

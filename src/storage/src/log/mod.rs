@@ -445,6 +445,23 @@ impl PartitionLog {
         state.epochs.end_offset_for(epoch, state.log_end_offset())
     }
 
+    /// The latest leader epoch that wrote to (or was assigned at the end of) this log.
+    pub fn latest_epoch(&self) -> Option<LeaderEpoch> {
+        self.state().epochs.latest_epoch()
+    }
+
+    /// The leader's check of a follower's fetch ([`replication::truncation::diverging_epoch`])
+    /// against this log, without copying the epoch cache.
+    pub fn diverging_epoch(&self, fetch_offset: Offset, last_fetched_epoch: LeaderEpoch) -> Option<EpochEnd> {
+        let state = self.state();
+        replication::truncation::diverging_epoch(
+            &state.epochs,
+            state.log_end_offset(),
+            fetch_offset,
+            last_fetched_epoch,
+        )
+    }
+
     /// A copy of the leader-epoch cache.
     pub fn leader_epoch_cache(&self) -> LeaderEpochCache {
         self.state().epochs.clone()

@@ -641,9 +641,15 @@ async fn the_epoch_cache_follows_appends_truncation_and_restarts() {
     assert_eq!((answer.epoch, answer.end_offset), (LeaderEpoch(1), Offset(5)));
     let answer = log.epoch_end_offset(LeaderEpoch(4));
     assert_eq!((answer.epoch, answer.end_offset), (LeaderEpoch(4), Offset(9)));
+    // A follower that fetched epoch 1 up to 5 matches; one claiming more of epoch 1, or an
+    // epoch this log never had, diverges.
+    assert_eq!(log.diverging_epoch(Offset(5), LeaderEpoch(1)), None);
+    assert_eq!(log.diverging_epoch(Offset(7), LeaderEpoch(1)).map(|end| end.end_offset), Some(Offset(5)));
+    assert_eq!(log.diverging_epoch(Offset(7), LeaderEpoch(3)).map(|end| end.epoch), Some(LeaderEpoch(1)));
     // A new leader records its epoch before appending anything.
     log.assign_epoch(LeaderEpoch(6)).await.expect("assign");
     assert_eq!(epoch_entries(&log), [(1, 0), (4, 5), (6, 9)]);
+    assert_eq!(log.latest_epoch(), Some(LeaderEpoch(6)));
     drop(log);
 
     let log = open_log(dir.path(), small_config(SEGMENT_BYTES_MIN), 0).await;
