@@ -38,6 +38,33 @@ pub struct PartitionState {
     pub leader_epoch: LeaderEpoch,
     /// Partition epoch.
     pub partition_epoch: PartitionEpoch,
+    /// Replicas a reassignment in progress adds (they are in `replicas` too); empty when none
+    /// is in progress.
+    pub adding_replicas: Vec<NodeId>,
+    /// Replicas a reassignment in progress removes (still in `replicas`).
+    pub removing_replicas: Vec<NodeId>,
+    /// Eligible leader replicas (KIP-966): replicas that left the ISR while it was below
+    /// `min.insync.replicas` (the high watermark did not move since, so they hold everything
+    /// committed) and have not shut down uncleanly since; electable when no ISR member is
+    /// live. Disjoint from the ISR.
+    pub elr: Vec<NodeId>,
+}
+
+impl PartitionState {
+    /// Whether a reassignment is in progress.
+    pub fn reassigning(&self) -> bool {
+        !self.adding_replicas.is_empty() || !self.removing_replicas.is_empty()
+    }
+
+    /// The replicas a reassignment in progress moves to (all replicas when none is).
+    pub fn target_replicas(&self) -> Vec<NodeId> {
+        self.replicas.iter().copied().filter(|replica| !self.removing_replicas.contains(replica)).collect()
+    }
+
+    /// The replicas before the reassignment in progress (all replicas when none is).
+    pub fn original_replicas(&self) -> Vec<NodeId> {
+        self.replicas.iter().copied().filter(|replica| !self.adding_replicas.contains(replica)).collect()
+    }
 }
 
 /// A topic and its partitions.
@@ -159,6 +186,9 @@ impl MetadataImage {
                     leader: state.leader,
                     leader_epoch: state.leader_epoch,
                     partition_epoch: state.partition_epoch,
+                    adding_replicas: state.adding_replicas.clone(),
+                    removing_replicas: state.removing_replicas.clone(),
+                    elr: state.elr.clone(),
                 });
             }
         }
@@ -238,7 +268,18 @@ impl MetadataImage {
                     TopicImage { name: name.clone(), topic_id: *topic_id, partitions: BTreeMap::new() },
                 );
             }
-            MetadataRecord::Partition { topic_id, partition, replicas, isr, leader, leader_epoch, partition_epoch } => {
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                adding_replicas,
+                removing_replicas,
+                elr,
+            } => {
                 let name = self.names_by_id.get(topic_id).ok_or(ApplyError::UnknownTopic { topic_id: *topic_id })?;
                 let topic = self.topics.get_mut(name).expect("names_by_id and topics agree");
                 let count = topic.partitions.len();
@@ -253,6 +294,9 @@ impl MetadataImage {
                         leader: *leader,
                         leader_epoch: *leader_epoch,
                         partition_epoch: *partition_epoch,
+                        adding_replicas: adding_replicas.clone(),
+                        removing_replicas: removing_replicas.clone(),
+                        elr: elr.clone(),
                     },
                 );
             }
@@ -377,6 +421,9 @@ mod tests {
             leader: NodeId(1),
             leader_epoch: LeaderEpoch(0),
             partition_epoch: PartitionEpoch(0),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+            elr: Vec::new(),
         }
     }
 
@@ -435,6 +482,9 @@ mod tests {
                 leader: NodeId(1),
                 leader_epoch: LeaderEpoch(2),
                 partition_epoch: PartitionEpoch(3),
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
+                elr: Vec::new(),
             },
             MetadataRecord::Config {
                 resource: ConfigResource::Topic("t".into()),

@@ -116,6 +116,20 @@ pub enum MetadataOp {
         /// The partitions.
         partitions: Vec<(TopicId, i32)>,
     },
+    /// Reassign partitions to new replica sets (`None` cancels a reassignment in progress):
+    /// new replicas are added, catch up and join the ISR, then the old ones are dropped
+    /// (completed by the AlterPartition that brings the last target replica into the ISR).
+    ReassignPartitions {
+        /// (topic, partition, target replicas, preferred leader first).
+        reassignments: Vec<(TopicId, i32, Option<Vec<NodeId>>)>,
+    },
+    /// Give these leaderless partitions, none of whose ISR members is live, a leader from
+    /// their other live replicas (ElectLeaders with the unclean election type): an operator
+    /// choosing availability over the records only the lost ISR held.
+    ElectUncleanLeaders {
+        /// The partitions.
+        partitions: Vec<(TopicId, i32)>,
+    },
     /// A leader changes its partition's ISR (Kafka's AlterPartition): a compare-and-set on
     /// the partition epoch, from the leader of the leader epoch it names.
     AlterPartition {
@@ -202,6 +216,17 @@ pub enum OpError {
     /// A malformed ISR (empty, repeated members, without the leader).
     #[error("{0}")]
     InvalidIsr(String),
+    /// A cancellation of a reassignment where none is in progress (NO_REASSIGNMENT_IN_PROGRESS).
+    #[error("no reassignment is in progress for this partition")]
+    NoReassignmentInProgress,
+    /// The operation would change more than one metadata-log entry holds.
+    #[error("the change needs {records} metadata records; one change holds at most {max}")]
+    TooManyRecords {
+        /// Records it needs.
+        records: usize,
+        /// The bound.
+        max: usize,
+    },
     /// The planned records do not fit the image (a bug in planning).
     #[error(transparent)]
     Apply(#[from] ApplyError),
@@ -331,6 +356,13 @@ pub fn plan(image: &MetadataImage, op: &MetadataOp) -> Result<Vec<MetadataRecord
                 Some(current) if *fenced && !current.fenced => move_away(image, *broker_id),
                 _ => Vec::new(),
             };
+            if !clean_shutdown {
+                let mut moved = image.clone();
+                for record in &records {
+                    moved.apply(record)?;
+                }
+                records.extend(forget_unclean(&moved, *broker_id));
+            }
             records.push(MetadataRecord::RegisterBroker {
                 broker_id: *broker_id,
                 broker_epoch: current.map_or(1, |current| current.broker_epoch + 1),
@@ -362,8 +394,46 @@ pub fn plan(image: &MetadataImage, op: &MetadataOp) -> Result<Vec<MetadataRecord
             *partition_epoch,
             new_isr,
         )?,
+        MetadataOp::ReassignPartitions { reassignments } => {
+            let mut records = Vec::new();
+            let mut planned = image.clone();
+            for (topic_id, partition, target) in reassignments {
+                check_reassignment(&planned, *topic_id, *partition, target.as_deref())?;
+                let state = planned.topic_by_id(*topic_id).expect("checked").partitions[partition].clone();
+                let next = reassigned(&planned, &state, target.as_deref());
+                if next.isr.is_empty() {
+                    return Err(OpError::InvalidReplicaAssignment(format!(
+                        "reassigning partition {partition} so would leave it no in-sync replica"
+                    )));
+                }
+                if next != state {
+                    let record = changed(*topic_id, *partition, &state, next);
+                    planned.apply(&record)?;
+                    records.push(record);
+                }
+            }
+            records
+        }
+        MetadataOp::ElectUncleanLeaders { partitions } => {
+            let mut records = Vec::new();
+            // A partition named twice is elected once.
+            let partitions: std::collections::BTreeSet<_> = partitions.iter().collect();
+            for (topic_id, partition) in partitions {
+                let Some(state) = image.topic_by_id(*topic_id).and_then(|topic| topic.partitions.get(partition)) else {
+                    continue;
+                };
+                if let Some(replica) = unclean_election_possible(image, state) {
+                    let mut next = state.clone();
+                    elect_uncleanly(&mut next, replica);
+                    records.push(changed(*topic_id, *partition, state, next));
+                }
+            }
+            records
+        }
         MetadataOp::ElectPreferredLeaders { partitions } => {
             let mut records = Vec::new();
+            // A partition named twice is elected once.
+            let partitions: std::collections::BTreeSet<_> = partitions.iter().collect();
             for (topic_id, partition) in partitions {
                 if preferred_election(image, *topic_id, *partition) != PreferredElection::Elect {
                     continue;
@@ -376,6 +446,11 @@ pub fn plan(image: &MetadataImage, op: &MetadataOp) -> Result<Vec<MetadataRecord
             records
         }
     };
+    // One operation is one metadata-log entry, and an entry is bounded: a request naming
+    // more partitions than that is refused here, for a single node and a controller alike.
+    if records.len() > crate::record::BATCH_RECORDS_MAX {
+        return Err(OpError::TooManyRecords { records: records.len(), max: crate::record::BATCH_RECORDS_MAX });
+    }
     let mut check = image.clone();
     for record in &records {
         check.apply(record)?;
@@ -485,6 +560,9 @@ fn new_partitions(
             replicas,
             leader_epoch: LeaderEpoch(0),
             partition_epoch: PartitionEpoch(0),
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+            elr: Vec::new(),
         }
     })
 }
@@ -502,7 +580,106 @@ fn changed(topic_id: TopicId, partition: i32, before: &PartitionState, after: Pa
         leader: after.leader,
         leader_epoch,
         partition_epoch: PartitionEpoch(before.partition_epoch.0 + 1),
+        adding_replicas: after.adding_replicas,
+        removing_replicas: after.removing_replicas,
+        elr: after.elr,
     }
+}
+
+/// Checks a reassignment of one partition to `target` (`None` cancels the one in progress).
+///
+/// # Errors
+/// `UnknownTopic`, `UnknownPartition`; `InvalidReplicaAssignment` for an empty target, one
+/// naming a broker twice or an unregistered broker, or a cancellation that would leave no
+/// original replica in sync; `NoReassignmentInProgress` for a cancellation with none.
+pub fn check_reassignment(
+    image: &MetadataImage,
+    topic_id: TopicId,
+    partition: i32,
+    target: Option<&[NodeId]>,
+) -> Result<(), OpError> {
+    let topic = image.topic_by_id(topic_id).ok_or(OpError::UnknownTopic)?;
+    let state = topic.partitions.get(&partition).ok_or(OpError::UnknownPartition { partition })?;
+    match target {
+        Some(target) => {
+            check_assignments(image, &[target.to_vec()], None)?;
+            Ok(())
+        }
+        None if !state.reassigning() => Err(OpError::NoReassignmentInProgress),
+        None => {
+            let original = state.original_replicas();
+            if state.isr.iter().any(|member| original.contains(member)) {
+                Ok(())
+            } else {
+                Err(OpError::InvalidReplicaAssignment(format!(
+                    "cannot cancel the reassignment of partition {partition}: none of the original replicas {original:?} is in sync"
+                )))
+            }
+        }
+    }
+}
+
+/// The state after starting a reassignment of `state` to `target` (replacing any in
+/// progress), or cancelling it (`None`: back to the original replicas, without the ones being
+/// added). Kafka's order: `replicas` is the target followed by the replicas being removed. A
+/// reassignment whose target is already in sync completes at once.
+fn reassigned(image: &MetadataImage, state: &PartitionState, target: Option<&[NodeId]>) -> PartitionState {
+    let original = state.original_replicas();
+    let mut next = state.clone();
+    match target {
+        Some(target) => {
+            next.adding_replicas = target.iter().copied().filter(|replica| !original.contains(replica)).collect();
+            next.removing_replicas = original.iter().copied().filter(|replica| !target.contains(replica)).collect();
+            next.replicas = target.iter().chain(&next.removing_replicas).copied().collect();
+            next.isr.retain(|member| next.replicas.contains(member));
+            if next.adding_replicas.is_empty() && next.removing_replicas.is_empty() {
+                // Only the order (the preferred leader) changes.
+                next.replicas = target.to_vec();
+            }
+        }
+        None => {
+            next.replicas = original;
+            next.isr.retain(|member| next.replicas.contains(member));
+            next.adding_replicas.clear();
+            next.removing_replicas.clear();
+        }
+    }
+    let replicas = next.replicas.clone();
+    next.elr.retain(|member| replicas.contains(member));
+    if !next.isr.contains(&next.leader) {
+        next.leader = first_live_member(image, &next);
+    }
+    completed(image, next)
+}
+
+/// `state` with its reassignment completed if every target replica is in the ISR: the
+/// replicas being removed leave the replicas and the ISR, and leadership moves to the first
+/// live target replica if the leader was one of them.
+fn completed(image: &MetadataImage, state: PartitionState) -> PartitionState {
+    let target = state.target_replicas();
+    if !state.reassigning() || !target.iter().all(|replica| state.isr.contains(replica)) {
+        return state;
+    }
+    let mut next = state;
+    next.isr = target.iter().copied().filter(|replica| next.isr.contains(replica)).collect();
+    next.elr.retain(|member| target.contains(member));
+    next.replicas = target;
+    next.adding_replicas.clear();
+    next.removing_replicas.clear();
+    if !next.replicas.contains(&next.leader) {
+        next.leader = first_live_member(image, &next);
+    }
+    next
+}
+
+/// The first replica (in replica order) that is an unfenced ISR member, or no leader.
+fn first_live_member(image: &MetadataImage, state: &PartitionState) -> NodeId {
+    state
+        .replicas
+        .iter()
+        .copied()
+        .find(|replica| state.isr.contains(replica) && image.is_unfenced(*replica))
+        .unwrap_or(NO_LEADER)
 }
 
 fn registered(image: &MetadataImage, broker_id: NodeId, broker_epoch: i64) -> Result<bool, OpError> {
@@ -523,8 +700,8 @@ fn fence(image: &MetadataImage, broker_id: NodeId, broker_epoch: i64) -> Result<
 }
 
 /// The partition changes that take `broker_id` out of service: it leaves every ISR it is not
-/// the last member of, and each leadership moves to the first unfenced ISR replica, or to no
-/// leader.
+/// the last member of, and each leadership it held moves by [`elect`]; the members leaving an
+/// ISR below `min.insync.replicas` join its ELR ([`with_elr`]).
 fn move_away(image: &MetadataImage, broker_id: NodeId) -> Vec<MetadataRecord> {
     let mut records = Vec::new();
     for topic in image.topics() {
@@ -536,18 +713,106 @@ fn move_away(image: &MetadataImage, broker_id: NodeId) -> Vec<MetadataRecord> {
             if next.isr.len() > 1 {
                 next.isr.retain(|member| *member != broker_id);
             }
-            if state.leader == broker_id {
-                next.leader = state
-                    .replicas
-                    .iter()
-                    .copied()
-                    .find(|replica| *replica != broker_id && next.isr.contains(replica) && image.is_unfenced(*replica))
-                    .unwrap_or(NO_LEADER);
-            }
+            let next = with_elr(image, &topic.name, state, next);
+            let next = if state.leader == broker_id {
+                elect(image, &topic.name, next, |replica| replica != broker_id && image.is_unfenced(replica))
+            } else {
+                next
+            };
             records.push(changed(topic.topic_id, *partition, state, next));
         }
     }
     records
+}
+
+/// The effective `min.insync.replicas` of a topic as the controller sees it (the topic's
+/// override, else 1), capped at the replica count.
+fn min_insync_replicas(image: &MetadataImage, topic: &str, replicas: usize) -> usize {
+    image
+        .configs(&ConfigResource::Topic(topic.to_owned()))
+        .and_then(|configs| configs.get("min.insync.replicas"))
+        .and_then(|value| value.trim().parse::<usize>().ok())
+        .unwrap_or(1)
+        .clamp(1, replicas.max(1))
+}
+
+/// `next` (a change of `before`) with its ELR (KIP-966) brought up to date: empty while the
+/// ISR has at least `min.insync.replicas` members; otherwise the ELR so far plus the members
+/// that just left the ISR. While the ISR is below the minimum the high watermark does not
+/// move, so everything committed is on each of them. Never overlaps the ISR; only replicas.
+fn with_elr(image: &MetadataImage, topic: &str, before: &PartitionState, mut next: PartitionState) -> PartitionState {
+    if next.isr.len() >= min_insync_replicas(image, topic, next.replicas.len()) {
+        next.elr.clear();
+        return next;
+    }
+    for member in &before.isr {
+        if !next.isr.contains(member) && !next.elr.contains(member) {
+            next.elr.push(*member);
+        }
+    }
+    let (isr, replicas) = (next.isr.clone(), next.replicas.clone());
+    next.elr.retain(|member| !isr.contains(member) && replicas.contains(member));
+    next
+}
+
+/// `next` (a partition whose leader is gone) with a new leader, in Kafka's order
+/// (`brief/replication.md` §3 rule 3): the first live ISR member; else the first live ELR
+/// member, which becomes the whole ISR (the old ISR members move to the ELR: they too hold
+/// everything committed); else, if the topic allows unclean election, the first live replica;
+/// else no leader.
+fn elect(
+    image: &MetadataImage,
+    topic: &str,
+    mut next: PartitionState,
+    live: impl Fn(NodeId) -> bool,
+) -> PartitionState {
+    let first = |eligible: &dyn Fn(NodeId) -> bool| {
+        next.replicas.iter().copied().find(|replica| eligible(*replica) && live(*replica))
+    };
+    if let Some(leader) = first(&|replica| next.isr.contains(&replica)) {
+        next.leader = leader;
+        return next;
+    }
+    if let Some(leader) = first(&|replica| next.elr.contains(&replica)) {
+        let shrunk = PartitionState { isr: vec![leader], leader, ..next.clone() };
+        let mut elected = with_elr(image, topic, &next, shrunk);
+        elected.elr.retain(|member| *member != leader);
+        return elected;
+    }
+    if unclean_election_enabled(image, topic) {
+        if let Some(leader) = first(&|_| true) {
+            elect_uncleanly(&mut next, leader);
+            return next;
+        }
+    }
+    next.leader = NO_LEADER;
+    next
+}
+
+/// Whether the topic sets `unclean.leader.election.enable=true`. (The controller sees topic
+/// overrides only; a broker-wide default does not reach it.)
+pub fn unclean_election_enabled(image: &MetadataImage, topic: &str) -> bool {
+    image
+        .configs(&ConfigResource::Topic(topic.to_owned()))
+        .and_then(|configs| configs.get("unclean.leader.election.enable"))
+        .is_some_and(|value| value.eq_ignore_ascii_case("true"))
+}
+
+/// Makes `replica`, which is not in the ISR, the leader and the whole ISR: records committed
+/// only on the old ISR may be lost (the topic chose availability).
+fn elect_uncleanly(state: &mut PartitionState, replica: NodeId) {
+    state.leader = replica;
+    state.isr = vec![replica];
+    state.elr.clear();
+}
+
+/// Whether an unclean election could give the partition a leader: it has none, no ISR member
+/// is unfenced, and some replica is.
+pub fn unclean_election_possible(image: &MetadataImage, state: &PartitionState) -> Option<NodeId> {
+    if state.leader != NO_LEADER || state.isr.iter().any(|member| image.is_unfenced(*member)) {
+        return None;
+    }
+    state.replicas.iter().copied().find(|replica| image.is_unfenced(*replica))
 }
 
 #[allow(clippy::too_many_arguments)] // the fields of the request, checked one by one
@@ -597,6 +862,8 @@ fn alter_partition(
     if next.isr == state.isr {
         return Ok(Vec::new());
     }
+    // The ISR change that brings the last target replica in completes a reassignment.
+    let next = with_elr(image, &topic.name, state, completed(image, next));
     Ok(vec![changed(topic_id, partition, state, next)])
 }
 
@@ -605,16 +872,37 @@ fn unfence(image: &MetadataImage, broker_id: NodeId, broker_epoch: i64) -> Resul
         return Ok(Vec::new());
     }
     let mut records = vec![MetadataRecord::BrokerFence { broker_id, broker_epoch, fenced: false }];
+    let live = |replica: NodeId| replica == broker_id || image.is_unfenced(replica);
     for topic in image.topics() {
         for (partition, state) in &topic.partitions {
-            if state.leader == NO_LEADER && state.isr.contains(&broker_id) {
-                let mut next = state.clone();
-                next.leader = broker_id;
+            // A leaderless partition this broker can lead: as an ISR member, an ELR member,
+            // or a replica of a topic allowing unclean election.
+            if state.leader != NO_LEADER || !state.replicas.contains(&broker_id) {
+                continue;
+            }
+            let next = elect(image, &topic.name, state.clone(), live);
+            if next.leader != NO_LEADER {
                 records.push(changed(topic.topic_id, *partition, state, next));
             }
         }
     }
     Ok(records)
+}
+
+/// After a registration that found an unclean shutdown: the broker leaves every ELR (it may
+/// have lost what made it eligible).
+fn forget_unclean(image: &MetadataImage, broker_id: NodeId) -> Vec<MetadataRecord> {
+    let mut records = Vec::new();
+    for topic in image.topics() {
+        for (partition, state) in &topic.partitions {
+            if state.elr.contains(&broker_id) {
+                let mut next = state.clone();
+                next.elr.retain(|member| *member != broker_id);
+                records.push(changed(topic.topic_id, *partition, state, next));
+            }
+        }
+    }
+    records
 }
 
 #[cfg(test)]
@@ -769,6 +1057,201 @@ mod tests {
         assert_eq!(image.topic_by_id(topic_id).expect("exists").partitions[&0].leader, preferred);
         assert_eq!(preferred_election(&image, topic_id, 0), PreferredElection::NotNeeded);
         assert_eq!(preferred_election(&image, topic_id, 5), PreferredElection::UnknownPartition);
+        // Named twice, elected once.
+        let state = image.topic_by_id(topic_id).expect("exists").partitions[&0].clone();
+        let mut moved = state.clone();
+        moved.leader = tail;
+        image.apply(&changed(topic_id, 0, &state, moved)).expect("fits");
+        let twice = MetadataOp::ElectPreferredLeaders { partitions: vec![(topic_id, 0), (topic_id, 0)] };
+        assert_eq!(plan(&image, &twice).expect("plans").len(), 1);
+    }
+
+    #[test]
+    fn an_operation_larger_than_one_entry_is_refused() {
+        // The most partitions a topic may have, plus the topic record and two overrides: one
+        // record over what one entry holds (a single node used to assert on it).
+        let image = cluster(1);
+        let wide = |configs: usize| MetadataOp::CreateTopic {
+            name: "wide".into(),
+            topic_id: TopicId([7; 16]),
+            partitions: TOPIC_PARTITIONS_MAX,
+            replication_factor: 1,
+            assignments: Vec::new(),
+            configs: (0..configs).map(|index| (format!("c{index}"), "1".into())).collect(),
+            placement_seed: 0,
+        };
+        assert!(plan(&image, &wide(0)).is_ok());
+        assert!(matches!(plan(&image, &wide(2)), Err(OpError::TooManyRecords { .. })));
+    }
+
+    /// The leader of partition 0 sets its ISR.
+    fn set_isr(image: &mut MetadataImage, topic_id: TopicId, isr: &[i32]) -> Vec<MetadataRecord> {
+        let state = image.topic_by_id(topic_id).expect("exists").partitions[&0].clone();
+        apply(
+            image,
+            &MetadataOp::AlterPartition {
+                topic_id,
+                partition: 0,
+                broker_id: state.leader,
+                broker_epoch: epoch(image, state.leader.0),
+                leader_epoch: state.leader_epoch,
+                partition_epoch: state.partition_epoch,
+                new_isr: isr.iter().map(|id| NodeId(*id)).collect(),
+            },
+        )
+    }
+
+    fn reassign(image: &mut MetadataImage, topic_id: TopicId, target: Option<&[i32]>) -> Result<(), OpError> {
+        let op = MetadataOp::ReassignPartitions {
+            reassignments: vec![(topic_id, 0, target.map(|target| target.iter().map(|id| NodeId(*id)).collect()))],
+        };
+        for record in plan(image, &op)? {
+            image.apply(&record).expect("fits");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn a_reassignment_adds_catches_up_then_drops_and_moves_the_leader() {
+        let mut image = cluster(4);
+        let topic_id = create(&mut image, "moved", 1, 2, 0);
+        let nodes = |ids: &[i32]| ids.iter().map(|id| NodeId(*id)).collect::<Vec<_>>();
+        let before = image.topic_by_id(topic_id).expect("exists").partitions[&0].clone();
+        assert_eq!((before.replicas.clone(), before.leader), (nodes(&[1, 2]), NodeId(1)));
+        reassign(&mut image, topic_id, Some(&[3, 4])).expect("plans");
+        let state = image.topic_by_id(topic_id).expect("exists").partitions[&0].clone();
+        assert_eq!(state.replicas, nodes(&[3, 4, 1, 2]));
+        assert_eq!((state.adding_replicas.clone(), state.removing_replicas.clone()), (nodes(&[3, 4]), nodes(&[1, 2])));
+        assert_eq!(
+            (state.isr.clone(), state.leader, state.leader_epoch),
+            (nodes(&[1, 2]), NodeId(1), before.leader_epoch)
+        );
+        // One new replica catches up: still reassigning.
+        let _ = set_isr(&mut image, topic_id, &[1, 2, 3]);
+        assert!(image.topic_by_id(topic_id).expect("exists").partitions[&0].reassigning());
+        // The last one does: the old replicas leave, and the leadership moves.
+        let _ = set_isr(&mut image, topic_id, &[1, 2, 3, 4]);
+        let done = image.topic_by_id(topic_id).expect("exists").partitions[&0].clone();
+        assert!(!done.reassigning());
+        assert_eq!((done.replicas.clone(), done.isr.clone(), done.leader), (nodes(&[3, 4]), nodes(&[3, 4]), NodeId(3)));
+        assert_eq!(done.leader_epoch.0, before.leader_epoch.0 + 1);
+        assert_eq!(reassign(&mut image, topic_id, None), Err(OpError::NoReassignmentInProgress));
+    }
+
+    #[test]
+    fn a_reassignment_can_be_cancelled_and_a_shrink_completes_at_once() {
+        let mut image = cluster(4);
+        let topic_id = create(&mut image, "back", 1, 2, 0);
+        let nodes = |ids: &[i32]| ids.iter().map(|id| NodeId(*id)).collect::<Vec<_>>();
+        reassign(&mut image, topic_id, Some(&[1, 3])).expect("plans");
+        let _ = set_isr(&mut image, topic_id, &[1, 2, 3]);
+        // 3 caught up: the whole target (1, 3) is in sync, so the reassignment completes.
+        let state = image.topic_by_id(topic_id).expect("exists").partitions[&0].clone();
+        assert_eq!((state.replicas.clone(), state.isr.clone()), (nodes(&[1, 3]), nodes(&[1, 3])));
+        reassign(&mut image, topic_id, Some(&[4, 1])).expect("plans");
+        let state = image.topic_by_id(topic_id).expect("exists").partitions[&0].clone();
+        assert_eq!(state.adding_replicas, nodes(&[4]));
+        reassign(&mut image, topic_id, None).expect("cancels");
+        let state = image.topic_by_id(topic_id).expect("exists").partitions[&0].clone();
+        assert_eq!(
+            (state.replicas.clone(), state.isr.clone(), state.reassigning()),
+            (nodes(&[1, 3]), nodes(&[1, 3]), false)
+        );
+        // Dropping a replica needs no catching up.
+        reassign(&mut image, topic_id, Some(&[3])).expect("plans");
+        let state = image.topic_by_id(topic_id).expect("exists").partitions[&0].clone();
+        assert_eq!((state.replicas.clone(), state.isr.clone(), state.leader), (nodes(&[3]), nodes(&[3]), NodeId(3)));
+        // Bad targets.
+        assert!(matches!(reassign(&mut image, topic_id, Some(&[])), Err(OpError::InvalidReplicaAssignment(_))));
+        assert!(matches!(reassign(&mut image, topic_id, Some(&[2, 2])), Err(OpError::InvalidReplicaAssignment(_))));
+        assert!(matches!(reassign(&mut image, topic_id, Some(&[9])), Err(OpError::InvalidReplicaAssignment(_))));
+    }
+
+    #[test]
+    fn unclean_election_only_when_the_topic_allows_it_or_an_operator_asks() {
+        let nodes = |ids: &[i32]| ids.iter().map(|id| NodeId(*id)).collect::<Vec<_>>();
+        for allowed in [false, true] {
+            let mut image = cluster(2);
+            let topic_id = create(&mut image, "unclean", 1, 2, 0);
+            if allowed {
+                let _ = apply(
+                    &mut image,
+                    &MetadataOp::SetConfigs {
+                        resource: ConfigResource::Topic("unclean".into()),
+                        changes: vec![("unclean.leader.election.enable".into(), Some("true".into()))],
+                        replace_all: false,
+                    },
+                );
+            }
+            // The follower falls out of the ISR, then the leader is fenced.
+            let _ = set_isr(&mut image, topic_id, &[1]);
+            let broker_epoch = epoch(&image, 1);
+            let _ = apply(&mut image, &MetadataOp::FenceBroker { broker_id: NodeId(1), broker_epoch });
+            let state = image.topic_by_id(topic_id).expect("exists").partitions[&0].clone();
+            if allowed {
+                assert_eq!((state.leader, state.isr.clone()), (NodeId(2), nodes(&[2])), "unclean election");
+            } else {
+                assert_eq!((state.leader, state.isr.clone()), (NO_LEADER, nodes(&[1])), "waits for the ISR");
+                assert_eq!(unclean_election_possible(&image, &state), Some(NodeId(2)));
+                let _ = apply(&mut image, &MetadataOp::ElectUncleanLeaders { partitions: vec![(topic_id, 0)] });
+                let state = image.topic_by_id(topic_id).expect("exists").partitions[&0].clone();
+                assert_eq!((state.leader, state.isr.clone()), (NodeId(2), nodes(&[2])), "an operator's election");
+            }
+        }
+    }
+
+    #[test]
+    fn the_last_replica_standing_is_not_the_only_one_eligible() {
+        // KIP-966's example: ISR {1, 2, 3}, min.insync.replicas 2.
+        let nodes = |ids: &[i32]| ids.iter().map(|id| NodeId(*id)).collect::<Vec<_>>();
+        let mut image = cluster(3);
+        let topic_id = TopicId([9; 16]);
+        let _ = apply(
+            &mut image,
+            &MetadataOp::CreateTopic {
+                name: "standing".into(),
+                topic_id,
+                partitions: 1,
+                replication_factor: 3,
+                assignments: vec![nodes(&[1, 2, 3])],
+                configs: vec![("min.insync.replicas".into(), "2".into())],
+                placement_seed: 0,
+            },
+        );
+        let state = |image: &MetadataImage| image.topic_by_id(topic_id).expect("exists").partitions[&0].clone();
+        let _ = set_isr(&mut image, topic_id, &[1, 2]);
+        assert!(state(&image).elr.is_empty(), "the ISR is still at min.insync.replicas");
+        let _ = set_isr(&mut image, topic_id, &[1]);
+        assert_eq!(state(&image).elr, nodes(&[2]), "2 left below the minimum: it holds everything committed");
+        // Both 1 and 2 go down; 1 stays the ISR's last member, nothing is electable.
+        for broker in [2, 1] {
+            let broker_epoch = epoch(&image, broker);
+            let _ = apply(&mut image, &MetadataOp::FenceBroker { broker_id: NodeId(broker), broker_epoch });
+        }
+        assert_eq!((state(&image).leader, state(&image).isr), (NO_LEADER, nodes(&[1])));
+        // 2 comes back first: elected from the ELR; 1 moves to the ELR.
+        let before = state(&image);
+        let broker_epoch = epoch(&image, 2);
+        let _ = apply(&mut image, &MetadataOp::UnfenceBroker { broker_id: NodeId(2), broker_epoch });
+        let after = state(&image);
+        assert_eq!((after.leader, after.isr.clone(), after.elr.clone()), (NodeId(2), nodes(&[2]), nodes(&[1])));
+        assert_eq!(after.leader_epoch.0, before.leader_epoch.0 + 1);
+        // 1 restarts after an unclean shutdown: no longer eligible.
+        let _ = apply(
+            &mut image,
+            &MetadataOp::RegisterBroker {
+                broker_id: NodeId(1),
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                previous_broker_epoch: -1,
+                fenced: true,
+            },
+        );
+        assert!(state(&image).elr.is_empty());
+        // Once the ISR is back at the minimum the ELR is empty anyway.
+        let _ = set_isr(&mut image, topic_id, &[2, 3]);
+        assert!(state(&image).elr.is_empty());
     }
 
     #[test]

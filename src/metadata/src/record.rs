@@ -77,6 +77,15 @@ pub enum MetadataRecord {
         leader_epoch: LeaderEpoch,
         /// Partition epoch.
         partition_epoch: PartitionEpoch,
+        /// Replicas being added by a reassignment in progress (empty when none is).
+        /// (Version 0 records have none.)
+        adding_replicas: Vec<NodeId>,
+        /// Replicas being removed by a reassignment in progress (empty when none is).
+        removing_replicas: Vec<NodeId>,
+        /// Eligible leader replicas (KIP-966): replicas that left the ISR while it was below
+        /// `min.insync.replicas`, so they hold everything committed, electable when no ISR
+        /// member is live.
+        elr: Vec<NodeId>,
     },
     /// A config was set (`Some`) or removed (`None`).
     Config {
@@ -297,9 +306,23 @@ impl MetadataRecord {
                 out.string(name);
                 out.topic_id(*topic_id);
             }
-            MetadataRecord::Partition { topic_id, partition, replicas, isr, leader, leader_epoch, partition_epoch } => {
+            MetadataRecord::Partition {
+                topic_id,
+                partition,
+                replicas,
+                isr,
+                leader,
+                leader_epoch,
+                partition_epoch,
+                adding_replicas,
+                removing_replicas,
+                elr,
+            } => {
+                // Version 0 while no reassignment is in progress and the ELR is empty: the
+                // same bytes as before either existed.
+                let extended = !adding_replicas.is_empty() || !removing_replicas.is_empty() || !elr.is_empty();
                 out.u8(TYPE_PARTITION);
-                out.u8(VERSION_0);
+                out.u8(if extended { VERSION_1 } else { VERSION_0 });
                 out.topic_id(*topic_id);
                 out.i32(*partition);
                 out.nodes(replicas);
@@ -307,6 +330,11 @@ impl MetadataRecord {
                 out.i32(leader.0);
                 out.i32(leader_epoch.0);
                 out.i32(partition_epoch.0);
+                if extended {
+                    out.nodes(adding_replicas);
+                    out.nodes(removing_replicas);
+                    out.nodes(elr);
+                }
             }
             MetadataRecord::Config { resource, name, value } => {
                 out.u8(TYPE_CONFIG);
@@ -351,7 +379,7 @@ impl MetadataRecord {
         if !(TYPE_REGISTER_BROKER..=TYPE_BROKER_FENCE).contains(&record_type) {
             return Err(DecodeError::UnknownType { record_type });
         }
-        let newest = if record_type == TYPE_REGISTER_BROKER { VERSION_1 } else { VERSION_0 };
+        let newest = if matches!(record_type, TYPE_REGISTER_BROKER | TYPE_PARTITION) { VERSION_1 } else { VERSION_0 };
         if version > newest {
             return Err(DecodeError::UnknownVersion { record_type, version });
         }
@@ -379,6 +407,9 @@ impl MetadataRecord {
                 leader: NodeId(input.i32()?),
                 leader_epoch: LeaderEpoch(input.i32()?),
                 partition_epoch: PartitionEpoch(input.i32()?),
+                adding_replicas: if version >= VERSION_1 { input.nodes()? } else { Vec::new() },
+                removing_replicas: if version >= VERSION_1 { input.nodes()? } else { Vec::new() },
+                elr: if version >= VERSION_1 { input.nodes()? } else { Vec::new() },
             },
             TYPE_CONFIG => {
                 let resource = match input.u8()? {
@@ -440,17 +471,27 @@ mod tests {
             }),
             ("[a-zA-Z0-9._-]{1,40}", any::<[u8; 16]>())
                 .prop_map(|(name, id)| MetadataRecord::Topic { name, topic_id: TopicId(id) }),
-            (any::<[u8; 16]>(), any::<i32>(), nodes(), nodes(), any::<i32>(), any::<i32>(), any::<i32>()).prop_map(
-                |(id, partition, replicas, isr, leader, leader_epoch, partition_epoch)| MetadataRecord::Partition {
-                    topic_id: TopicId(id),
-                    partition,
-                    replicas,
-                    isr,
-                    leader: NodeId(leader),
-                    leader_epoch: LeaderEpoch(leader_epoch),
-                    partition_epoch: PartitionEpoch(partition_epoch),
-                }
-            ),
+            (
+                (any::<[u8; 16]>(), any::<i32>(), nodes(), nodes(), any::<i32>(), any::<i32>(), any::<i32>()),
+                (nodes(), nodes(), nodes())
+            )
+                .prop_map(
+                    |(
+                        (id, partition, replicas, isr, leader, leader_epoch, partition_epoch),
+                        (adding_replicas, removing_replicas, elr),
+                    )| MetadataRecord::Partition {
+                        topic_id: TopicId(id),
+                        partition,
+                        replicas,
+                        isr,
+                        leader: NodeId(leader),
+                        leader_epoch: LeaderEpoch(leader_epoch),
+                        partition_epoch: PartitionEpoch(partition_epoch),
+                        adding_replicas,
+                        removing_replicas,
+                        elr,
+                    }
+                ),
             ("[a-z]{1,10}", "[a-z.]{1,30}", proptest::option::of("[ -~]{0,30}")).prop_map(|(topic, name, value)| {
                 MetadataRecord::Config { resource: ConfigResource::Topic(topic), name, value }
             }),

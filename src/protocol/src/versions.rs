@@ -51,6 +51,8 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::IncrementalAlterConfigs, 0, 0, 1),
     api(ApiKey::DescribeCluster, 0, 0, 1),
     api(ApiKey::ElectLeaders, 0, 0, 2),
+    api(ApiKey::AlterPartitionReassignments, 0, 0, 0),
+    api(ApiKey::ListPartitionReassignments, 0, 0, 0),
 ];
 
 /// The decodable version range of an API, or `None` if weir does not serve it.
