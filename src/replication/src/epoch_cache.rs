@@ -76,21 +76,33 @@ impl LeaderEpochCache {
         self.entries.iter().rev().find(|(_, start)| *start <= offset).map(|(epoch, _)| *epoch)
     }
 
-    /// Records that `epoch` wrote a batch starting at `start_offset` (called for every batch
-    /// appended, by a leader or a follower; only a new epoch changes the cache).
+    /// Records that `epoch` starts at `start_offset` (called by a new leader at its log end,
+    /// and for every batch appended, by a leader or a follower; only a new epoch changes the
+    /// cache).
     ///
-    /// An epoch older than the latest is ignored, as is a start offset not after the latest
-    /// entry's; both would be bugs in the caller, and the log's own batches stay the truth.
-    /// Returns whether the cache changed (so the caller writes the checkpoint).
+    /// An epoch not newer than the latest is ignored. A newer epoch starting where a recorded
+    /// one starts (or before) replaces it and any after it, as Kafka's cache does: that epoch
+    /// holds nothing in this log any more (it was assigned at the log end and never wrote, or
+    /// what it wrote was lost in a crash), and a leader whose cache kept it would answer its
+    /// followers' fetches in the new epoch as diverging, forever. Returns whether the cache
+    /// changed (so the caller writes the checkpoint).
     pub fn assign(&mut self, epoch: LeaderEpoch, start_offset: Offset) -> bool {
-        match self.entries.last() {
-            Some((latest, _)) if epoch <= *latest => false,
-            Some((_, latest_start)) if start_offset <= *latest_start => false,
-            _ => {
-                self.entries.push((epoch, start_offset));
-                true
-            }
+        if self.entries.last().is_some_and(|(latest, _)| epoch <= *latest) {
+            return false;
         }
+        self.entries.retain(|(_, start)| *start < start_offset);
+        self.entries.push((epoch, start_offset));
+        true
+    }
+
+    /// Appends an entry read from a checkpoint, which must follow the one before it.
+    fn push_checked(&mut self, epoch: LeaderEpoch, start_offset: Offset) -> bool {
+        let follows =
+            self.entries.last().is_none_or(|(latest, latest_start)| epoch > *latest && start_offset > *latest_start);
+        if follows {
+            self.entries.push((epoch, start_offset));
+        }
+        follows
     }
 
     /// The log was truncated to `end_offset` (everything at or after it is gone): epochs that
@@ -165,7 +177,7 @@ impl LeaderEpochCache {
             let Some((epoch, start)) = parsed.filter(|(epoch, start)| *epoch >= 0 && *start >= 0) else {
                 return Err(CheckpointError { line, reason: format!("bad entry {entry:?}") });
             };
-            if !cache.assign(LeaderEpoch(epoch), Offset(start)) {
+            if !cache.push_checked(LeaderEpoch(epoch), Offset(start)) {
                 return Err(CheckpointError {
                     line,
                     reason: format!("entry {entry:?} does not follow the one before"),
@@ -214,11 +226,24 @@ mod tests {
     }
 
     #[test]
+    fn a_newer_epoch_replaces_one_that_holds_nothing() {
+        // Epoch 3 was assigned at offset 10 and lost everything it wrote in a crash; epoch 5
+        // starts at the same offset.
+        let mut cache = cache(&[(1, 0), (3, 10)]);
+        assert!(cache.assign(LeaderEpoch(5), Offset(10)));
+        assert_eq!(cache.entries(), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(5), Offset(10))]);
+        assert_eq!(cache.end_offset_for(LeaderEpoch(5), Offset(12)), end(5, 12));
+        // A follower asking in epoch 3 learns it ends where epoch 1 does.
+        assert_eq!(cache.end_offset_for(LeaderEpoch(3), Offset(12)), end(1, 10));
+        assert!(cache.assign(LeaderEpoch(6), Offset(0)));
+        assert_eq!(cache.entries(), &[(LeaderEpoch(6), Offset(0))]);
+    }
+
+    #[test]
     fn assign_ignores_what_goes_backwards_and_truncation_trims() {
         let mut cache = cache(&[(1, 0), (3, 10)]);
         assert!(!cache.assign(LeaderEpoch(3), Offset(12)), "same epoch");
         assert!(!cache.assign(LeaderEpoch(2), Offset(20)), "older epoch");
-        assert!(!cache.assign(LeaderEpoch(4), Offset(10)), "start not after the latest");
         assert!(cache.assign(LeaderEpoch(4), Offset(15)));
         assert!(cache.truncate_from_end(Offset(15)));
         assert_eq!(cache.entries(), &[(LeaderEpoch(1), Offset(0)), (LeaderEpoch(3), Offset(10))]);

@@ -48,6 +48,12 @@ pub struct LeaderConfig {
     pub replica_lag_time_max_ms: i64,
     /// What counts as replicated.
     pub durability: Durability,
+    /// Planted bug: admit a follower to the ISR once it reached the high watermark, without
+    /// waiting for it to reach the start of this leader's epoch. A new leader's high watermark
+    /// can lag what the old leader committed, so such a member may lack committed records and
+    /// then be elected.
+    #[cfg(feature = "planted-bugs")]
+    pub planted_expand_before_epoch_start: bool,
 }
 
 /// An ISR change to send to the controller (AlterPartition): applied only if the partition
@@ -276,7 +282,7 @@ impl Leader {
             && self.pending_isr.is_none()
             && !self.state.isr.contains(&replica)
             && fetch_offset >= self.high_watermark
-            && fetch_offset >= self.epoch_start_offset;
+            && (fetch_offset >= self.epoch_start_offset || self.planted_expand_before_epoch_start());
         if joins {
             let mut new_isr = self.state.isr.clone();
             new_isr.push(replica);
@@ -312,16 +318,35 @@ impl Leader {
         Some(self.propose(new_isr))
     }
 
+    fn planted_expand_before_epoch_start(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.config.planted_expand_before_epoch_start
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            false
+        }
+    }
+
     fn propose(&mut self, new_isr: Vec<NodeId>) -> AlterIsr {
         debug_assert!(new_isr.contains(&self.me), "the leader stays in its ISR");
         self.pending_isr = Some(new_isr.clone());
         AlterIsr { new_isr, leader_epoch: self.state.leader_epoch, partition_epoch: self.state.partition_epoch }
     }
 
-    /// The AlterPartition in flight failed (refused or lost): a later fetch or tick may
-    /// propose again.
-    pub fn on_alter_failed(&mut self) {
-        self.pending_isr = None;
+    /// The AlterPartition `failed` was refused or lost: if it is the one in flight, a later
+    /// fetch or tick may propose again. The failure of an older one (proposed against a
+    /// partition epoch the image has since moved past, after which this leader proposed
+    /// anew) changes nothing: dropping the newer proposal's members from the maximal ISR would
+    /// let the high watermark pass a follower the controller is about to admit.
+    pub fn on_alter_failed(&mut self, failed: &AlterIsr) {
+        let current = failed.leader_epoch == self.state.leader_epoch
+            && failed.partition_epoch == self.state.partition_epoch
+            && self.pending_isr.as_deref() == Some(failed.new_isr.as_slice());
+        if current {
+            self.pending_isr = None;
+        }
     }
 
     /// The metadata image shows the partition at `state` (seen at `now_ms`). An older or equal partition epoch

@@ -15,11 +15,20 @@ fn state(isr: &[i32], partition_epoch: i32) -> PartitionState {
         leader: NodeId(1),
         leader_epoch: LeaderEpoch(4),
         partition_epoch: PartitionEpoch(partition_epoch),
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
+        elr: Vec::new(),
     }
 }
 
 fn config(min_insync_replicas: usize, durability: Durability) -> LeaderConfig {
-    LeaderConfig { min_insync_replicas, replica_lag_time_max_ms: LAG_MS, durability }
+    LeaderConfig {
+        min_insync_replicas,
+        replica_lag_time_max_ms: LAG_MS,
+        durability,
+        #[cfg(feature = "planted-bugs")]
+        planted_expand_before_epoch_start: false,
+    }
 }
 
 /// Leader 1 of replicas 1-3, its log at `end` (all durable), high watermark 0.
@@ -100,13 +109,34 @@ fn a_lagging_follower_is_proposed_out_once_and_a_caught_up_one_stays() {
     assert_eq!(leader.on_tick(LAG_MS + 2), None, "one AlterPartition at a time");
     // While the shrink is in flight the maximal ISR still has follower 3.
     assert_eq!(leader.maximal_isr(), ids(&[1, 2, 3]));
-    leader.on_alter_failed();
+    leader.on_alter_failed(&alter);
     assert!(leader.on_tick(LAG_MS + 3).is_some(), "proposed again after a failure");
     // The controller applies it: the high watermark no longer waits for follower 3.
     assert_eq!(leader.on_partition_state(state(&[1, 2], 2), LAG_MS + 4), Ok(Some(Offset(10))));
     // A stale update is ignored.
     assert_eq!(leader.on_partition_state(state(&[1, 2, 3], 2), LAG_MS + 5), Ok(None));
     assert_eq!(leader.state().isr, ids(&[1, 2]));
+}
+
+#[test]
+fn a_late_failure_of_an_older_proposal_keeps_the_newer_one_in_flight() {
+    // Leader 1 with ISR {1, 2}; follower 3 rejoins in partition epoch 1.
+    let mut leader = leader(&[1, 2], 1, 10);
+    let _ = leader.on_fetch(NodeId(2), Offset(10), 1, true).expect("fetch");
+    let older = leader.on_fetch(NodeId(3), Offset(10), 2, true).expect("fetch").alter.expect("3 joins");
+    // The controller drops follower 2 meanwhile (partition epoch 2), which ends the proposal
+    // in flight; 3 fetches again and is proposed anew, in epoch 2.
+    let _ = leader.on_partition_state(state(&[1], 2), 3).expect("still leads");
+    let newer = leader.on_fetch(NodeId(3), Offset(10), 4, true).expect("fetch").alter.expect("3 joins again");
+    assert_eq!(newer.partition_epoch, PartitionEpoch(2));
+    // The refusal of the older one arrives: the newer stays in flight, and the high watermark
+    // still waits for 3.
+    leader.on_alter_failed(&older);
+    assert_eq!(leader.pending_isr(), Some(newer.new_isr.as_slice()));
+    assert_eq!(leader.on_append(Offset(20)), None);
+    assert_eq!(leader.on_flush(Offset(20)), None, "3 is at 10");
+    leader.on_alter_failed(&newer);
+    assert_eq!(leader.pending_isr(), None);
 }
 
 #[test]
@@ -228,7 +258,6 @@ proptest! {
                         next.isr.retain(|member| *member != NodeId(follower));
                         partition_epoch += 1;
                         next.partition_epoch = PartitionEpoch(partition_epoch);
-                        leader.on_alter_failed();
                         let _ = leader.on_partition_state(next, now).expect("still leads");
                     }
                 }

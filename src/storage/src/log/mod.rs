@@ -46,7 +46,7 @@ use crate::segment::{
 use crate::space::SpaceGuard;
 
 /// What an append did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AppendInfo {
     /// Offset assigned to the first record of the first batch.
     pub base_offset: Offset,
@@ -54,8 +54,8 @@ pub struct AppendInfo {
     pub last_offset: Offset,
     /// The log end offset after the append (`last_offset + 1`).
     pub log_end_offset: Offset,
-    /// Batches appended.
-    pub batch_count: u32,
+    /// The headers of the batches appended, as stored (offsets and leader epochs assigned).
+    pub batches: Vec<BatchHeader>,
     /// Records appended (sum of the batches' record counts).
     pub record_count: u64,
     /// Bytes appended.
@@ -348,7 +348,7 @@ impl PartitionLog {
             base_offset,
             last_offset: next_offset.plus(-1),
             log_end_offset: next_offset,
-            batch_count: u32::try_from(headers.len()).unwrap_or(u32::MAX),
+            batches: headers,
             record_count: plan.record_count,
             bytes,
         })

@@ -56,7 +56,7 @@ async fn append_assigns_offsets_stamps_the_epoch_and_reads_back() {
     assert_eq!(info.base_offset, Offset(0));
     assert_eq!(info.last_offset, Offset(5));
     assert_eq!(info.log_end_offset, Offset(6));
-    assert_eq!((info.batch_count, info.record_count, info.bytes), (3, 6, total));
+    assert_eq!((info.batches.len(), info.record_count, info.bytes), (3, 6, total));
     assert_eq!(log.size_bytes(), total);
 
     let bytes = read_all(&log).await;
@@ -690,7 +690,7 @@ async fn a_replicated_append_keeps_the_leaders_offsets_and_epochs() {
     fetched.extend_from_slice(&stored_batch(2, 3, LeaderEpoch(5)));
     let expected = fetched.clone().freeze();
     let info = log.append_replicated(fetched, 2_000).await.expect("replicated append");
-    assert_eq!((info.base_offset, info.log_end_offset, info.batch_count), (Offset(0), Offset(5), 2));
+    assert_eq!((info.base_offset, info.log_end_offset, info.batches.len()), (Offset(0), Offset(5), 2));
     assert_eq!(read_all(&log).await, expected, "stored byte for byte");
     assert_eq!(epoch_entries(&log), [(2, 0), (5, 3)]);
 
