@@ -63,6 +63,8 @@ pub struct ClusterConfig {
     pub heartbeat_interval_ms: u64,
     /// Watches the image as the broker applies the log (`None` outside the simulator).
     pub image_observer: Option<ImageObserver>,
+    /// Watches every change to every partition replica (`None` outside the simulator).
+    pub replica_observer: Option<crate::observe::ReplicaObserver>,
 }
 
 impl std::fmt::Debug for ClusterConfig {
@@ -72,6 +74,7 @@ impl std::fmt::Debug for ClusterConfig {
             .field("voters", &self.voters)
             .field("heartbeat_interval_ms", &self.heartbeat_interval_ms)
             .field("image_observer", &self.image_observer.is_some())
+            .field("replica_observer", &self.replica_observer.is_some())
             .finish()
     }
 }
@@ -168,6 +171,14 @@ async fn follow(node: Arc<Node>) {
     let link = link(&node);
     let mut image = (*node.image()).clone();
     let mut applied = 0u64;
+    // Whether the partitions match the current image. A (re)starting broker replays the log
+    // from its start or a snapshot, through states long superseded: in one of them it may
+    // still lead a partition in an old epoch. It must not act on those, or it would serve as
+    // a zombie leader (or follow one) while it catches up. So partitions are reconciled only
+    // with an image that holds this broker's current registration: registering moved its old
+    // leaderships away, so any leadership such an image gives it is a new election. (Kafka's
+    // brokers likewise publish no image before they caught up with the metadata log.)
+    let mut reconciled = false;
     loop {
         let request = ControlRequest::FetchLog { from_index: applied + 1, max_wait_ms: FOLLOW_WAIT_MS };
         let (snapshot, entries, blob) =
@@ -219,11 +230,19 @@ async fn follow(node: Arc<Node>) {
             changed = true;
         }
         if changed {
-            let shared = Arc::new(image.clone());
-            node.set_image(Arc::clone(&shared));
-            if let Err(error) = node.reconcile(shared).await {
+            node.set_image(Arc::new(image.clone()));
+            reconciled = false;
+        }
+        let broker_epoch = link.broker_epoch();
+        let registered = broker_epoch >= 0
+            && image.broker(node.config.node_id).is_some_and(|broker| broker.broker_epoch == broker_epoch);
+        if !reconciled && registered {
+            if let Err(error) = node.reconcile(node.image()).await {
                 tracing::error!(%error, "partitions do not match the metadata image");
             }
+            reconciled = true;
+        }
+        if changed {
             let _ = link.applied.send_replace(applied);
             if let Some(observer) = &link.image_observer {
                 observer(applied, &image);

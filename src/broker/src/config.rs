@@ -15,6 +15,8 @@ pub const LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
 /// client can pin (Kafka processes one request per connection at a time; weir reads ahead so
 /// acks=all produces on one connection share a group commit).
 pub const CONNECTION_IN_FLIGHT_MAX: usize = 64;
+/// Kafka's default `replica.lag.time.max.ms`.
+pub const REPLICA_LAG_TIME_MAX_MS_DEFAULT: u64 = 30_000;
 /// Longest a Produce or Fetch may ask the broker to wait.
 pub const REQUEST_WAIT_MS_MAX: u64 = 300_000;
 
@@ -41,6 +43,9 @@ pub struct BrokerConfig {
     pub log_disk_reserve_bytes: u64,
     /// `log.retention.check.interval.ms`.
     pub log_retention_check_interval_ms: u64,
+    /// `replica.lag.time.max.ms`: an ISR follower that has not caught up with the leader's
+    /// log end for this long is proposed out of the ISR.
+    pub replica_lag_time_max_ms: u64,
     /// The controller quorum this broker belongs to; `None` for a single node that keeps its
     /// metadata log locally.
     pub cluster: Option<crate::cluster::ClusterConfig>,
@@ -63,6 +68,7 @@ impl BrokerConfig {
             default_replication_factor: 1,
             log_disk_reserve_bytes: 0,
             log_retention_check_interval_ms: LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+            replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
             static_configs: BTreeMap::new(),
             cluster: None,
         }

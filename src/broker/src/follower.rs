@@ -44,7 +44,7 @@ pub(crate) fn start(partition: Arc<Partition>, me: NodeId, leader: NodeId, leade
         if crate::planted_bug("truncate-to-high-watermark", true) {
             let _io = partition.replica_io().await;
             if partition.follows(leader, leader_epoch) {
-                let _ = partition.log.truncate_to(partition.high_watermark()).await;
+                let _ = partition.truncate_to(partition.high_watermark()).await;
             }
         }
         let mut connection: Option<BrokerConnection> = None;
@@ -121,7 +121,7 @@ async fn round(
         Some(ResponseError::OffsetOutOfRange) if fetch_offset.0 < data.log_start_offset => {
             // The leader no longer holds anything this log has: start over at its log start.
             tracing::info!(partition = %topic, from = %fetch_offset, to = data.log_start_offset, "follower log behind the leader's start; restarting there");
-            return log.truncate_fully_to(Offset(data.log_start_offset)).await.map_err(|error| error.to_string());
+            return partition.truncate_fully_to(Offset(data.log_start_offset)).await.map_err(|error| error.to_string());
         }
         Some(error) => return Err(format!("fetch refused: {error:?}")),
     }
@@ -142,11 +142,11 @@ async fn round(
             return Err("a truncation below the high watermark was asked for".into());
         }
         tracing::info!(partition = %topic, from = %log.log_end_offset(), to = %cut, "follower truncating a diverged tail");
-        return log.truncate_to(cut).await.map_err(|error| error.to_string());
+        return partition.truncate_to(cut).await.map_err(|error| error.to_string());
     }
     if let Some(records) = data.records.filter(|records| !records.is_empty()) {
         let now_ms = partition.now_ms();
-        log.append_replicated(BytesMut::from(&records[..]), now_ms).await.map_err(|error| error.to_string())?;
+        partition.append_replicated(BytesMut::from(&records[..]), now_ms).await.map_err(|error| error.to_string())?;
         // Planted bug: report appended data as replicated before it is on stable storage.
         if !crate::planted_bug("follower-reports-unsynced", true) {
             log.flush().await.map_err(|error| error.to_string())?;

@@ -39,6 +39,7 @@ mod error;
 mod follower;
 mod handler;
 pub mod node;
+pub mod observe;
 mod partition;
 
 use std::sync::Arc;
@@ -58,7 +59,9 @@ pub use node::Node;
 /// * `truncate-to-high-watermark`: a diverged follower cuts its log at its high watermark
 ///   instead of where its epoch ends on the leader (the pre-KIP-101 rule);
 /// * `follower-reports-unsynced`: a follower fetches on before fsyncing what it appended, so
-///   the leader counts unsynced data in the high watermark.
+///   the leader counts unsynced data in the high watermark;
+/// * `expand-isr-before-epoch-start`: a leader admits a follower to the ISR once it reached
+///   the high watermark, before it reached the start of the leader's epoch.
 ///
 /// True when `name` is active and `when` holds.
 pub(crate) fn planted_bug(name: &str, when: bool) -> bool {

@@ -35,7 +35,7 @@ use storage::{OpenMode, PartitionLog, SharedDisk, SpaceGuard};
 
 use crate::config::BrokerConfig;
 use crate::error::BrokerError;
-use crate::partition::{log_config, Partition};
+use crate::partition::{log_config, Partition, PartitionEnv};
 
 /// Directory (under the data dir) of the node's metadata log.
 pub const METADATA_DIR: &str = "__cluster_metadata";
@@ -422,9 +422,13 @@ impl Node {
             topic_id,
             log,
             settings,
-            self.any_high_watermark_changed.clone(),
-            self.any_append.clone(),
-            Arc::clone(&self.clock),
+            PartitionEnv {
+                any_high_watermark_changed: self.any_high_watermark_changed.clone(),
+                any_append: self.any_append.clone(),
+                clock: Arc::clone(&self.clock),
+                replica_lag_time_max_ms: i64::try_from(self.config.replica_lag_time_max_ms).unwrap_or(i64::MAX),
+                observer: self.config.cluster.as_ref().and_then(|cluster| cluster.replica_observer.clone()),
+            },
         );
         let _ = self
             .partitions
@@ -567,6 +571,28 @@ impl Node {
         Ok(())
     }
 
+    /// Gives leaderless partitions whose ISR is all down a leader from their other live
+    /// replicas (an operator's unclean election).
+    ///
+    /// # Errors
+    /// Metadata and controller errors.
+    pub(crate) async fn elect_unclean_leaders(&self, partitions: Vec<(TopicId, i32)>) -> Result<(), BrokerError> {
+        let _ = self.submit(MetadataOp::ElectUncleanLeaders { partitions }).await?;
+        Ok(())
+    }
+
+    /// Starts (or, with `None`, cancels) reassignments of partitions to new replica sets.
+    ///
+    /// # Errors
+    /// Metadata and controller errors.
+    pub(crate) async fn reassign_partitions(
+        &self,
+        reassignments: Vec<(TopicId, i32, Option<Vec<NodeId>>)>,
+    ) -> Result<(), BrokerError> {
+        let _ = self.submit(MetadataOp::ReassignPartitions { reassignments }).await?;
+        Ok(())
+    }
+
     /// Hands out a producer id never given before, taking a new block of ids through the
     /// metadata log when the current one is used up.
     ///
@@ -676,7 +702,7 @@ impl Node {
                 Ok(_) => tracing::info!(partition = %partition.topic_partition, isr = ?alter.new_isr, "ISR changed"),
                 Err(error) => {
                     tracing::info!(partition = %partition.topic_partition, isr = ?alter.new_isr, %error, "ISR change refused");
-                    partition.alter_failed();
+                    partition.alter_failed(&alter);
                 }
             }
         }));

@@ -21,10 +21,10 @@ use replication::leader::{Durability, Leader, LeaderConfig};
 use replication::ReplicationError;
 use rt::sync::{watch, Notify};
 use rt::time::SharedClock;
+use storage::AppendInfo;
 use storage::{LogConfig, PartitionLog, StorageError};
 
-/// Kafka's default `replica.lag.time.max.ms`.
-pub(crate) const REPLICA_LAG_TIME_MAX_MS_DEFAULT: i64 = 30_000;
+use crate::observe::{BatchSummary, ReplicaEvent, ReplicaObserver};
 
 /// What this broker is for the partition.
 #[derive(Debug)]
@@ -55,8 +55,6 @@ pub(crate) struct Partition {
     settings: RwLock<TopicSettings>,
     /// Offsets below this are durable and visible to consumers. Monotonic.
     high_watermark: watch::Sender<Offset>,
-    /// Broker-wide counter bumped whenever any high watermark advances (wakes long polls).
-    any_high_watermark_changed: watch::Sender<u64>,
     /// Wakes the flusher; a stored permit coalesces many appends into one fsync.
     flush_wanted: Notify,
     /// Records appended since the last fsync (for `flush.messages`).
@@ -65,16 +63,39 @@ pub(crate) struct Partition {
     last_flush_ms: AtomicI64,
     /// Set when the partition is deleted; the flusher exits.
     closed: AtomicBool,
-    /// The node's wall clock, for `flush.ms`.
-    clock: SharedClock,
     /// The replica role; never held across an await.
     role: Mutex<Role>,
     /// Held across every change of role and every write (a follower's replicated append, a
     /// leader's produce), so no write lands in an epoch other than the one it was checked in:
     /// a new leader's epoch starts at the log end it saw.
     replica_io: rt::sync::Mutex<()>,
-    /// Broker-wide counter bumped on every append here (wakes replica long polls).
-    any_append: watch::Sender<u64>,
+    /// What the node shares with its partitions.
+    env: PartitionEnv,
+}
+
+/// What every partition of a node shares.
+#[derive(Clone)]
+pub(crate) struct PartitionEnv {
+    /// Bumped whenever any high watermark advances (wakes long polls).
+    pub(crate) any_high_watermark_changed: watch::Sender<u64>,
+    /// Bumped on every append (wakes replica long polls).
+    pub(crate) any_append: watch::Sender<u64>,
+    /// The node's wall clock, for `flush.ms`.
+    pub(crate) clock: SharedClock,
+    /// `replica.lag.time.max.ms`.
+    pub(crate) replica_lag_time_max_ms: i64,
+    /// Told of every change to the replica (the simulator's replica check).
+    pub(crate) observer: Option<ReplicaObserver>,
+}
+
+impl std::fmt::Debug for PartitionEnv {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("PartitionEnv")
+            .field("replica_lag_time_max_ms", &self.replica_lag_time_max_ms)
+            .field("observer", &self.observer.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Maps topic settings onto the log's config.
@@ -95,11 +116,9 @@ impl Partition {
         topic_id: TopicId,
         log: PartitionLog,
         settings: TopicSettings,
-        any_high_watermark_changed: watch::Sender<u64>,
-        any_append: watch::Sender<u64>,
-        clock: SharedClock,
+        env: PartitionEnv,
     ) -> Arc<Partition> {
-        let now_ms = clock.now_ms();
+        let now_ms = env.clock.now_ms();
         // What this log holds past its start is not known to be committed: a replica's tail
         // may be a dead leader's uncommitted writes. The role sets the high watermark: a
         // leader computes it from its ISR (a single node: its own durable end, at once), a
@@ -111,15 +130,17 @@ impl Partition {
             log,
             settings: RwLock::new(settings),
             high_watermark,
-            any_high_watermark_changed,
             flush_wanted: Notify::new(),
             unflushed_records: AtomicU64::new(0),
             last_flush_ms: AtomicI64::new(now_ms),
             closed: AtomicBool::new(false),
-            clock,
             role: Mutex::new(Role::Unassigned),
             replica_io: rt::sync::Mutex::new(()),
-            any_append,
+            env,
+        });
+        partition.observe(|| ReplicaEvent::Opened {
+            log_start_offset: partition.log.log_start_offset(),
+            log_end_offset: partition.log.log_end_offset(),
         });
         let flusher = Arc::clone(&partition);
         drop(rt::task::spawn(async move { flusher.run_flusher().await }));
@@ -134,7 +155,7 @@ impl Partition {
     /// Replaces the settings after a config change.
     pub(crate) fn set_settings(&self, settings: TopicSettings) {
         self.log.set_config(log_config(&settings));
-        let config = leader_config(&settings);
+        let config = self.leader_config(&settings);
         *self.settings.write().expect("settings lock is never poisoned") = settings;
         let advanced = match &mut *self.role() {
             Role::Leader(leader) => leader.set_config(config),
@@ -145,6 +166,83 @@ impl Partition {
         }
         // A switch from write caching to fsync-before-ack must not strand data below the end.
         self.flush_wanted.notify_one();
+    }
+
+    /// Reports a change to the observer, if there is one (`event` is built only then).
+    fn observe(&self, event: impl FnOnce() -> ReplicaEvent) {
+        if let Some(observer) = &self.env.observer {
+            observer(&self.topic_partition, self.topic_id, &event());
+        }
+    }
+
+    /// The leader's settings for this partition under `settings`.
+    fn leader_config(&self, settings: &TopicSettings) -> LeaderConfig {
+        LeaderConfig {
+            min_insync_replicas: usize::try_from(settings.min_insync_replicas).unwrap_or(1).max(1),
+            replica_lag_time_max_ms: self.env.replica_lag_time_max_ms,
+            durability: durability(settings),
+            #[cfg(feature = "planted-bugs")]
+            planted_expand_before_epoch_start: crate::planted_bug("expand-isr-before-epoch-start", true),
+        }
+    }
+
+    /// A leader's append of a produce's batches (the caller holds [`Partition::replica_io`]
+    /// and checked the epoch): see [`PartitionLog::append`].
+    ///
+    /// # Errors
+    /// As [`PartitionLog::append`].
+    pub(crate) async fn append_as_leader(
+        &self,
+        batches: bytes::BytesMut,
+        leader_epoch: LeaderEpoch,
+        log_append_time: bool,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let info = self.log.append(batches, leader_epoch, log_append_time, now_ms).await?;
+        self.observe(|| ReplicaEvent::Appended {
+            as_leader: true,
+            batches: info.batches.iter().map(BatchSummary::from).collect(),
+        });
+        Ok(info)
+    }
+
+    /// A follower's append of its leader's batches (under [`Partition::replica_io`]): see
+    /// [`PartitionLog::append_replicated`].
+    ///
+    /// # Errors
+    /// As [`PartitionLog::append_replicated`].
+    pub(crate) async fn append_replicated(
+        &self,
+        batches: bytes::BytesMut,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let info = self.log.append_replicated(batches, now_ms).await?;
+        self.observe(|| ReplicaEvent::Appended {
+            as_leader: false,
+            batches: info.batches.iter().map(BatchSummary::from).collect(),
+        });
+        Ok(info)
+    }
+
+    /// A follower cuts its diverged tail (under [`Partition::replica_io`]).
+    ///
+    /// # Errors
+    /// As [`PartitionLog::truncate_to`].
+    pub(crate) async fn truncate_to(&self, offset: Offset) -> Result<(), StorageError> {
+        self.log.truncate_to(offset).await?;
+        self.observe(|| ReplicaEvent::Truncated { log_end_offset: self.log.log_end_offset() });
+        Ok(())
+    }
+
+    /// A follower below its leader's log start empties its log (under
+    /// [`Partition::replica_io`]).
+    ///
+    /// # Errors
+    /// As [`PartitionLog::truncate_fully_to`].
+    pub(crate) async fn truncate_fully_to(&self, offset: Offset) -> Result<(), StorageError> {
+        self.log.truncate_fully_to(offset).await?;
+        self.observe(|| ReplicaEvent::Restarted { log_start_offset: self.log.log_start_offset() });
+        Ok(())
     }
 
     fn role(&self) -> std::sync::MutexGuard<'_, Role> {
@@ -189,7 +287,7 @@ impl Partition {
         let leader = Leader::new(
             me,
             state.clone(),
-            leader_config(&self.settings()),
+            self.leader_config(&self.settings()),
             self.log.log_end_offset(),
             self.log.durable_end_offset(),
             self.high_watermark(),
@@ -199,6 +297,11 @@ impl Partition {
         let high_watermark = leader.high_watermark();
         tracing::debug!(partition = %self.topic_partition, leader_epoch = %state.leader_epoch, %high_watermark, "leading");
         *self.role() = Role::Leader(leader);
+        self.observe(|| ReplicaEvent::Leading {
+            leader_epoch: state.leader_epoch,
+            isr: state.isr.clone(),
+            log_end_offset: self.log.log_end_offset(),
+        });
         self.advance_high_watermark(high_watermark);
         Ok(())
     }
@@ -225,7 +328,7 @@ impl Partition {
 
     /// The node's wall clock now.
     pub(crate) fn now_ms(&self) -> i64 {
-        self.clock.now_ms()
+        self.env.clock.now_ms()
     }
 
     /// The lock held while writing to the log (replicated data, or a produce).
@@ -252,6 +355,9 @@ impl Partition {
         if let Some(high_watermark) = outcome.high_watermark {
             self.advance_high_watermark(high_watermark);
         }
+        if outcome.alter.as_ref().is_some_and(|alter| alter.new_isr.contains(&replica)) {
+            self.observe(|| ReplicaEvent::IsrExpansion { replica, fetch_offset });
+        }
         Ok(outcome.alter)
     }
 
@@ -263,10 +369,11 @@ impl Partition {
         }
     }
 
-    /// The ISR change in flight failed; a later fetch or tick may propose again.
-    pub(crate) fn alter_failed(&self) {
+    /// The ISR change `failed` was refused or lost; if it is the one in flight, a later fetch
+    /// or tick may propose again.
+    pub(crate) fn alter_failed(&self, failed: &replication::leader::AlterIsr) {
         if let Role::Leader(leader) = &mut *self.role() {
-            leader.on_alter_failed();
+            leader.on_alter_failed(failed);
         }
     }
 
@@ -312,7 +419,7 @@ impl Partition {
     /// to become durable and visible. `settings` are the ones the append was validated with.
     pub(crate) fn appended(&self, records: u64, log_end_offset: Offset, settings: &TopicSettings) {
         let unflushed = self.unflushed_records.fetch_add(records, Ordering::Relaxed) + records;
-        self.any_append.send_modify(|counter| *counter = counter.wrapping_add(1));
+        self.env.any_append.send_modify(|counter| *counter = counter.wrapping_add(1));
         let advanced = match &mut *self.role() {
             Role::Leader(leader) => leader.on_append(log_end_offset),
             _ => None,
@@ -350,7 +457,16 @@ impl Partition {
             }
         });
         if advanced {
-            self.any_high_watermark_changed.send_modify(|counter| *counter = counter.wrapping_add(1));
+            self.env.any_high_watermark_changed.send_modify(|counter| *counter = counter.wrapping_add(1));
+            self.observe(|| ReplicaEvent::HighWatermark {
+                high_watermark: offset,
+                leader: match &*self.role() {
+                    Role::Leader(leader) => {
+                        Some((leader.leader_epoch(), leader.state().isr.len(), leader.effective_min_isr()))
+                    }
+                    _ => None,
+                },
+            });
         }
     }
 
@@ -368,6 +484,7 @@ impl Partition {
 
     /// Stops the flusher (the partition is being deleted).
     pub(crate) fn close(&self) {
+        self.observe(|| ReplicaEvent::Removed);
         self.closed.store(true, Ordering::Release);
         self.flush_wanted.notify_one();
     }
@@ -386,7 +503,7 @@ impl Partition {
             let pending = self.unflushed_records.swap(0, Ordering::Relaxed);
             match self.log.flush().await {
                 Ok(durable_end) => {
-                    self.last_flush_ms.store(self.clock.now_ms(), Ordering::Relaxed);
+                    self.last_flush_ms.store(self.env.clock.now_ms(), Ordering::Relaxed);
                     let advanced = match &mut *self.role() {
                         Role::Leader(leader) => leader.on_flush(durable_end),
                         _ => None,
@@ -416,14 +533,5 @@ fn durability(settings: &TopicSettings) -> Durability {
         Durability::Append
     } else {
         Durability::Fsync
-    }
-}
-
-/// The leader's settings for a topic.
-fn leader_config(settings: &TopicSettings) -> LeaderConfig {
-    LeaderConfig {
-        min_insync_replicas: usize::try_from(settings.min_insync_replicas).unwrap_or(1).max(1),
-        replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
-        durability: durability(settings),
     }
 }

@@ -6,7 +6,12 @@
 //! and ListOffsets and DeleteRecords to the partition's leader. Calls are not retried;
 //! check [`ClientError::is_retriable`].
 
+use std::collections::BTreeMap;
+
 use protocol::ids::{Offset, TopicPartition};
+use protocol::kafka_protocol::messages::alter_partition_reassignments_request::{
+    ReassignablePartition, ReassignableTopic,
+};
 use protocol::kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use protocol::kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use protocol::kafka_protocol::messages::delete_records_request::{DeleteRecordsPartition, DeleteRecordsTopic};
@@ -15,12 +20,14 @@ use protocol::kafka_protocol::messages::describe_configs_request::DescribeConfig
 use protocol::kafka_protocol::messages::describe_configs_response::DescribeConfigsResult;
 use protocol::kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
 use protocol::kafka_protocol::messages::list_offsets_request::{ListOffsetsPartition, ListOffsetsTopic};
+use protocol::kafka_protocol::messages::list_partition_reassignments_request::ListPartitionReassignmentsTopics;
 use protocol::kafka_protocol::messages::{
-    ApiKey, BrokerId, CreatePartitionsRequest, CreateTopicsRequest, DeleteRecordsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest, ListOffsetsRequest, RequestKind,
-    ResponseKind,
+    AlterPartitionReassignmentsRequest, ApiKey, BrokerId, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteRecordsRequest, DeleteTopicsRequest, DescribeClusterRequest, DescribeConfigsRequest,
+    IncrementalAlterConfigsRequest, ListOffsetsRequest, ListPartitionReassignmentsRequest, RequestKind, ResponseKind,
 };
 use protocol::kafka_protocol::protocol::StrBytes;
+use protocol::ResponseError;
 
 use crate::client::{topic_name, BrokerInfo, Client, PartitionInfo};
 use crate::error::ClientError;
@@ -44,6 +51,8 @@ const RESOURCE_TYPE_BROKER: i8 = 4;
 const LATEST_TIMESTAMP: i64 = -1;
 const EARLIEST_TIMESTAMP: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+/// ListOffsets' `ReplicaId` that any replica answers, with its own log end for the latest.
+const DEBUGGING_REPLICA_ID: i32 = -2;
 
 /// A topic to create.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -85,6 +94,19 @@ pub struct TopicDescription {
     pub topic_id: String,
     /// Partitions sorted by index.
     pub partitions: Vec<PartitionInfo>,
+}
+
+/// A reassignment in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reassignment {
+    /// The partition.
+    pub topic_partition: TopicPartition,
+    /// Its replicas now: the target followed by the replicas being removed.
+    pub replicas: Vec<i32>,
+    /// Replicas being added.
+    pub adding_replicas: Vec<i32>,
+    /// Replicas being removed.
+    pub removing_replicas: Vec<i32>,
 }
 
 /// Where a config value comes from (Kafka's `DescribeConfigsResponse.ConfigSource`).
@@ -433,6 +455,158 @@ impl Admin {
         list_offset(&self.client, topic_partition, spec).await
     }
 
+    /// Starts reassignments of partitions to new replica sets, preferred leader first (`None`
+    /// cancels the one in progress); the outer error is the request's, the inner ones each
+    /// partition's.
+    ///
+    /// # Errors
+    /// Connection and request errors.
+    pub async fn alter_partition_reassignments(
+        &self,
+        reassignments: &[(TopicPartition, Option<Vec<i32>>)],
+    ) -> Result<Vec<(TopicPartition, Result<(), ClientError>)>, ClientError> {
+        let mut topics: Vec<ReassignableTopic> = Vec::new();
+        for (topic_partition, replicas) in reassignments {
+            let partition = ReassignablePartition::default()
+                .with_partition_index(topic_partition.partition.0)
+                .with_replicas(replicas.as_ref().map(|replicas| replicas.iter().map(|id| BrokerId(*id)).collect()));
+            match topics.iter_mut().find(|topic| topic.name.0.as_str() == topic_partition.topic) {
+                Some(topic) => topic.partitions.push(partition),
+                None => topics.push(
+                    ReassignableTopic::default()
+                        .with_name(topic_name(&topic_partition.topic))
+                        .with_partitions(vec![partition]),
+                ),
+            }
+        }
+        let request =
+            AlterPartitionReassignmentsRequest::default().with_timeout_ms(self.timeout_ms()).with_topics(topics);
+        let response = send!(self.client, self.controller(), AlterPartitionReassignments, request);
+        if let Some(error) = ClientError::from_code(response.error_code, response.error_message.map(|m| m.to_string()))
+        {
+            return Err(error);
+        }
+        let mut results = Vec::new();
+        for topic in response.responses {
+            for partition in topic.partitions {
+                let outcome = match ClientError::from_code(
+                    partition.error_code,
+                    partition.error_message.map(|message| message.to_string()),
+                ) {
+                    Some(error) => Err(error),
+                    None => Ok(()),
+                };
+                results.push((TopicPartition::new(topic.name.0.to_string(), partition.partition_index), outcome));
+            }
+        }
+        Ok(results)
+    }
+
+    /// The reassignments in progress, of one topic or of all.
+    ///
+    /// # Errors
+    /// Connection and request errors.
+    pub async fn list_partition_reassignments(&self, topic: Option<&str>) -> Result<Vec<Reassignment>, ClientError> {
+        let request = ListPartitionReassignmentsRequest::default().with_timeout_ms(self.timeout_ms()).with_topics(
+            topic.map(|topic| {
+                let partitions = self
+                    .client
+                    .with_metadata(|metadata| {
+                        metadata.topics.get(topic).map(|found| found.partitions.iter().map(|p| p.partition).collect())
+                    })
+                    .unwrap_or_default();
+                vec![ListPartitionReassignmentsTopics::default()
+                    .with_name(topic_name(topic))
+                    .with_partition_indexes(partitions)]
+            }),
+        );
+        let response = send!(self.client, self.controller(), ListPartitionReassignments, request);
+        if let Some(error) = ClientError::from_code(response.error_code, response.error_message.map(|m| m.to_string()))
+        {
+            return Err(error);
+        }
+        let ids = |brokers: Vec<BrokerId>| brokers.into_iter().map(|broker| broker.0).collect();
+        Ok(response
+            .topics
+            .into_iter()
+            .flat_map(|topic| {
+                let name = topic.name.0.to_string();
+                topic.partitions.into_iter().map(move |partition| Reassignment {
+                    topic_partition: TopicPartition::new(name.clone(), partition.partition_index),
+                    replicas: ids(partition.replicas),
+                    adding_replicas: ids(partition.adding_replicas),
+                    removing_replicas: ids(partition.removing_replicas),
+                })
+            })
+            .collect())
+    }
+
+    /// Each replica's log end offset, asked of the broker hosting it (ListOffsets with
+    /// Kafka's debugging replica id -2, which any replica answers with its own log end):
+    /// `(partition, broker) -> offset`, or the error that broker gave. With the leader's, this
+    /// is how far each follower lags.
+    ///
+    /// # Errors
+    /// The topic's description failed; per replica errors are in the map.
+    pub async fn replica_log_end_offsets(
+        &self,
+        description: &TopicDescription,
+    ) -> Result<BTreeMap<(i32, i32), Result<i64, ClientError>>, ClientError> {
+        let mut by_broker: BTreeMap<i32, Vec<i32>> = BTreeMap::new();
+        for partition in &description.partitions {
+            for replica in &partition.replicas {
+                by_broker.entry(*replica).or_default().push(partition.partition);
+            }
+        }
+        let mut offsets = BTreeMap::new();
+        for (broker, partitions) in by_broker {
+            let request =
+                ListOffsetsRequest::default().with_replica_id(BrokerId(DEBUGGING_REPLICA_ID)).with_topics(vec![
+                    ListOffsetsTopic::default().with_name(topic_name(&description.name)).with_partitions(
+                        partitions
+                            .iter()
+                            .map(|partition| {
+                                ListOffsetsPartition::default()
+                                    .with_partition_index(*partition)
+                                    .with_timestamp(LATEST_TIMESTAMP)
+                            })
+                            .collect(),
+                    ),
+                ]);
+            let answer = async { Ok::<_, ClientError>(send!(self.client, Some(broker), ListOffsets, request)) }.await;
+            match answer {
+                Ok(response) => {
+                    let answered: BTreeMap<i32, _> = response
+                        .topics
+                        .into_iter()
+                        .flat_map(|topic| topic.partitions)
+                        .map(|partition| (partition.partition_index, partition))
+                        .collect();
+                    for partition in partitions {
+                        let result = match answered.get(&partition) {
+                            Some(answer) => match ClientError::from_code(answer.error_code, None) {
+                                Some(error) => Err(error),
+                                None => Ok(answer.offset),
+                            },
+                            None => Err(ClientError::MissingFromResponse {
+                                api_key: ApiKey::ListOffsets,
+                                topic: description.name.clone(),
+                                partition: Some(partition),
+                            }),
+                        };
+                        let _ = offsets.insert((partition, broker), result);
+                    }
+                }
+                Err(error) => {
+                    for partition in partitions {
+                        let _ = offsets.insert((partition, broker), Err(error.clone()));
+                    }
+                }
+            }
+        }
+        Ok(offsets)
+    }
+
     /// Deletes the records of a partition below `before`; returns the new log start offset.
     ///
     /// # Errors
@@ -459,6 +633,7 @@ impl Admin {
             .find(|partition| partition.partition_index == topic_partition.partition.0)
             .ok_or_else(|| missing_partition(ApiKey::DeleteRecords, topic_partition))?;
         if let Some(error) = ClientError::from_code(result.error_code, None) {
+            refresh_if_leader_moved(&self.client, topic_partition, &error).await;
             return Err(error);
         }
         Ok(Offset(result.low_watermark))
@@ -517,9 +692,29 @@ pub(crate) async fn list_offset(
         .find(|partition| partition.partition_index == topic_partition.partition.0)
         .ok_or_else(|| missing_partition(ApiKey::ListOffsets, topic_partition))?;
     if let Some(error) = ClientError::from_code(result.error_code, None) {
+        refresh_if_leader_moved(client, topic_partition, &error).await;
         return Err(error);
     }
     Ok((Offset(result.offset), result.timestamp))
+}
+
+/// After an error that says the cached leader of `topic_partition` may be wrong, refreshes the
+/// topic's metadata, so the caller's next attempt goes to the new leader rather than to the
+/// deposed one until `metadata.max.age.ms` (as Kafka's admin client does).
+async fn refresh_if_leader_moved(client: &Client, topic_partition: &TopicPartition, error: &ClientError) {
+    let moved = matches!(
+        error.response_error(),
+        Some(
+            ResponseError::NotLeaderOrFollower
+                | ResponseError::LeaderNotAvailable
+                | ResponseError::UnknownTopicOrPartition
+                | ResponseError::FencedLeaderEpoch
+                | ResponseError::UnknownLeaderEpoch
+        )
+    );
+    if moved {
+        let _ = client.refresh_metadata(Some(&[topic_partition.topic.clone()])).await;
+    }
 }
 
 fn missing_partition(api_key: ApiKey, topic_partition: &TopicPartition) -> ClientError {

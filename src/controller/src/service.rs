@@ -12,8 +12,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use metadata::ops::MetadataOp;
-use metadata::record::MetadataRecord;
+use metadata::image::MetadataImage;
+use metadata::ops::{MetadataOp, PreferredElection};
+use metadata::record::{MetadataRecord, TopicId};
 use protocol::ids::NodeId;
 use rt::net::TcpStream;
 use rt::sync::{mpsc, watch};
@@ -353,6 +354,31 @@ impl ControllerService {
         }
     }
 
+    /// Moves leaderships back to preferred replicas (Kafka's `auto.leader.rebalance.enable`):
+    /// every `interval_ms`, on the active controller, a broker that is the preferred replica
+    /// of partitions it does not lead, for more than `imbalance_percent` of the partitions
+    /// it prefers, gets those of them back where it is a live ISR member.
+    pub fn balance_leaders(self: &Arc<Self>, interval_ms: u64, imbalance_percent: u32) {
+        let service = Arc::clone(self);
+        drop(rt::task::spawn(async move {
+            loop {
+                rt::time::sleep(Duration::from_millis(interval_ms.max(1))).await;
+                if service.quorum.status().role != Role::Leader {
+                    continue;
+                }
+                let partitions = imbalanced(&service.quorum.image().image, imbalance_percent);
+                if partitions.is_empty() {
+                    continue;
+                }
+                let count = partitions.len();
+                match service.quorum.propose_op(MetadataOp::ElectPreferredLeaders { partitions }).await {
+                    Ok(_) => tracing::info!(partitions = count, "moved leaderships back to preferred replicas"),
+                    Err(error) => tracing::debug!(%error, "leader rebalance deferred"),
+                }
+            }
+        }));
+    }
+
     /// On the active controller: fences unfenced brokers whose session expired. A controller
     /// that becomes active starts every session afresh.
     async fn check_sessions(&self) {
@@ -398,5 +424,105 @@ impl ControllerService {
                 }
             }
         }
+    }
+}
+
+/// The partitions whose preferred replica should lead again: for every broker that does not
+/// lead more than `imbalance_percent` percent of the partitions it is the preferred replica
+/// of, those of them where it is a live ISR member.
+pub fn imbalanced(image: &MetadataImage, imbalance_percent: u32) -> Vec<(TopicId, i32)> {
+    #[derive(Default)]
+    struct Preferred {
+        total: u64,
+        not_led: u64,
+        electable: Vec<(TopicId, i32)>,
+    }
+    let mut brokers: BTreeMap<NodeId, Preferred> = BTreeMap::new();
+    for topic in image.topics() {
+        for (partition, state) in &topic.partitions {
+            let Some(first) = state.replicas.first() else { continue };
+            let entry = brokers.entry(*first).or_default();
+            entry.total += 1;
+            if state.leader != *first {
+                entry.not_led += 1;
+            }
+            if metadata::ops::preferred_election(image, topic.topic_id, *partition) == PreferredElection::Elect {
+                entry.electable.push((topic.topic_id, *partition));
+            }
+        }
+    }
+    brokers
+        .into_values()
+        .filter(|broker| broker.not_led * 100 > broker.total * u64::from(imbalance_percent))
+        .flat_map(|broker| broker.electable)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use metadata::image::MetadataImage;
+    use metadata::ops::{plan, MetadataOp};
+    use metadata::record::TopicId;
+    use protocol::ids::NodeId;
+
+    use super::imbalanced;
+
+    fn apply(image: &mut MetadataImage, op: &MetadataOp) {
+        for record in plan(image, op).expect("plans") {
+            image.apply(&record).expect("fits");
+        }
+    }
+
+    #[test]
+    fn leaderships_return_to_preferred_replicas_past_the_imbalance_threshold() {
+        let mut image = MetadataImage::default();
+        for id in 1..=2 {
+            let register = MetadataOp::RegisterBroker {
+                broker_id: NodeId(id),
+                host: "h".into(),
+                port: 1,
+                rack: None,
+                previous_broker_epoch: -1,
+                fenced: false,
+            };
+            apply(&mut image, &register);
+        }
+        let topic_id = TopicId([3; 16]);
+        apply(
+            &mut image,
+            &MetadataOp::CreateTopic {
+                name: "t".into(),
+                topic_id,
+                partitions: 4,
+                replication_factor: 2,
+                assignments: (0..4).map(|_| vec![NodeId(1), NodeId(2)]).collect(),
+                configs: Vec::new(),
+                placement_seed: 0,
+            },
+        );
+        assert!(imbalanced(&image, 10).is_empty(), "balanced at creation");
+        // Broker 1 is fenced and comes back: broker 2 leads everything.
+        let epoch = image.broker(NodeId(1)).expect("registered").broker_epoch;
+        apply(&mut image, &MetadataOp::FenceBroker { broker_id: NodeId(1), broker_epoch: epoch });
+        apply(&mut image, &MetadataOp::UnfenceBroker { broker_id: NodeId(1), broker_epoch: epoch });
+        assert!(imbalanced(&image, 10).is_empty(), "broker 1 is not back in the ISRs yet");
+        for partition in 0..4 {
+            let state = image.topic_by_id(topic_id).expect("exists").partitions[&partition].clone();
+            let leader_epoch = image.broker(NodeId(2)).expect("registered").broker_epoch;
+            apply(
+                &mut image,
+                &MetadataOp::AlterPartition {
+                    topic_id,
+                    partition,
+                    broker_id: NodeId(2),
+                    broker_epoch: leader_epoch,
+                    leader_epoch: state.leader_epoch,
+                    partition_epoch: state.partition_epoch,
+                    new_isr: vec![NodeId(1), NodeId(2)],
+                },
+            );
+        }
+        assert_eq!(imbalanced(&image, 10).len(), 4);
+        assert_eq!(imbalanced(&image, 100).len(), 0, "a 100% threshold never moves anything");
     }
 }

@@ -538,6 +538,12 @@ pub struct NodeConfig {
     ///
     /// Default: 9000. Range: above `broker.heartbeat.interval.ms`.
     pub session_timeout_ms: u64,
+    /// `auto.leader.rebalance.enable` with `leader.imbalance.check.interval.seconds` (as ms)
+    /// and `leader.imbalance.per.broker.percentage`: how the active controller moves
+    /// leaderships back to preferred replicas; `None` when disabled.
+    ///
+    /// Default: every 300 s, above 10%.
+    pub leader_rebalance: Option<(u64, u32)>,
 }
 
 impl NodeConfig {
@@ -608,11 +614,13 @@ impl NodeConfig {
             default_replication_factor: settings.number("default.replication.factor"),
             log_disk_reserve_bytes: settings.number("log.disk.reserve.bytes"),
             log_retention_check_interval_ms: settings.number("log.retention.check.interval.ms"),
+            replica_lag_time_max_ms: settings.number("replica.lag.time.max.ms"),
             static_configs: settings.explicit().clone(),
             cluster: (!voters.is_empty()).then(|| broker::ClusterConfig {
                 voters: voters.iter().map(|voter| (voter.node_id.0 as u64, voter.address())).collect(),
                 heartbeat_interval_ms: settings.number("broker.heartbeat.interval.ms"),
                 image_observer: None,
+                replica_observer: None,
             }),
         };
         let session_timeout_ms: u64 = settings.number("broker.session.timeout.ms");
@@ -622,7 +630,12 @@ impl NodeConfig {
                 session_timeout_ms,
             });
         }
+        let leader_rebalance = settings.get("auto.leader.rebalance.enable").eq_ignore_ascii_case("true").then(|| {
+            let interval_s: u64 = settings.number("leader.imbalance.check.interval.seconds");
+            (interval_s.saturating_mul(1_000), settings.number("leader.imbalance.per.broker.percentage"))
+        });
         Ok(NodeConfig {
+            leader_rebalance,
             session_timeout_ms,
             broker,
             listen_host,

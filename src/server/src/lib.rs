@@ -77,7 +77,10 @@ async fn start_controller(config: &NodeConfig) -> Result<Option<rt::sync::onesho
             let _ = stopped.await;
         },
     )?;
-    let _service = controller::service::ControllerService::start(quorum, applied, config.session_timeout_ms, streams);
+    let service = controller::service::ControllerService::start(quorum, applied, config.session_timeout_ms, streams);
+    if let Some((interval_ms, imbalance_percent)) = config.leader_rebalance {
+        service.balance_leaders(interval_ms, imbalance_percent);
+    }
     tracing::info!(listener = %address, raft_log = %dir.display(), "controller serving the quorum");
     println!("weir controller {} listening on {address}", config.broker.node_id.0);
     Ok(Some(stop))

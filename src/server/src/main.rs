@@ -205,6 +205,21 @@ enum TopicCommand {
         #[arg(long)]
         partitions: Option<i32>,
     },
+    /// Move a partition's replicas (new ones are added, catch up and join the ISR, then the old
+    /// ones are dropped), or cancel the move in progress.
+    Reassign {
+        /// Name.
+        name: String,
+        /// The partition.
+        #[arg(long)]
+        partition: i32,
+        /// The new replicas, preferred leader first: broker ids, comma-separated.
+        #[arg(long, value_delimiter = ',', required_unless_present = "cancel", conflicts_with = "cancel")]
+        replicas: Vec<i32>,
+        /// Cancel the reassignment in progress (back to the original replicas).
+        #[arg(long)]
+        cancel: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -366,6 +381,9 @@ fn main() -> std::process::ExitCode {
                 TopicCommand::Delete { name } => cmd::topic::delete(bootstrap, &name).await,
                 TopicCommand::Alter { name, set, delete, partitions } => {
                     cmd::topic::alter(bootstrap, &name, set, delete, partitions).await
+                }
+                TopicCommand::Reassign { name, partition, replicas, cancel } => {
+                    cmd::topic::reassign(bootstrap, &name, partition, (!cancel).then_some(replicas)).await
                 }
             }
         }),

@@ -43,6 +43,8 @@ pub(crate) fn op_error_code(error: &metadata::ops::OpError) -> ResponseError {
         OpError::InvalidUpdateVersion { .. } => ResponseError::InvalidUpdateVersion,
         OpError::IneligibleReplica(_) => ResponseError::IneligibleReplica,
         OpError::InvalidIsr(_) => ResponseError::InvalidRequest,
+        OpError::NoReassignmentInProgress => ResponseError::NoReassignmentInProgress,
+        OpError::TooManyRecords { .. } => ResponseError::PolicyViolation,
         OpError::Apply(_) => ResponseError::UnknownTopicOrPartition,
     }
 }
@@ -56,4 +58,19 @@ pub(crate) fn storage_error_code(error: &StorageError) -> i16 {
         _ => ResponseError::KafkaStorageError,
     };
     code.code()
+}
+
+/// The outcome of one item (a partition) of a request whose valid items were committed as one
+/// metadata change: an item that passed its own checks takes the commit's failure, if any.
+pub(crate) fn with_commit(
+    committed: &Result<(), BrokerError>,
+    outcome: Result<(), (ResponseError, String)>,
+) -> Result<(), (ResponseError, String)> {
+    match (committed, outcome) {
+        (Err(error), Ok(())) => Err((
+            ResponseError::try_from_code(error_code(error)).unwrap_or(ResponseError::UnknownServerError),
+            error.to_string(),
+        )),
+        (_, outcome) => outcome,
+    }
 }

@@ -8,6 +8,7 @@ mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod reassignments;
 mod records;
 mod topics;
 
@@ -60,6 +61,12 @@ pub(crate) async fn dispatch(node: &Arc<Node>, request: Request) -> Reply {
         }
         RequestKind::InitProducerId(body) => {
             Reply::Now(ResponseKind::InitProducerId(init_producer_id::handle(node, body).await))
+        }
+        RequestKind::AlterPartitionReassignments(body) => {
+            Reply::Now(ResponseKind::AlterPartitionReassignments(reassignments::alter(node, body).await))
+        }
+        RequestKind::ListPartitionReassignments(body) => {
+            Reply::Now(ResponseKind::ListPartitionReassignments(reassignments::list(node, body)))
         }
         RequestKind::DeleteRecords(body) => {
             Reply::Now(ResponseKind::DeleteRecords(records::delete_records(node, body).await))

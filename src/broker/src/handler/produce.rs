@@ -112,7 +112,8 @@ async fn append_partition(node: &Arc<Node>, topic: &str, data: PartitionProduceD
         Ok(count) => count,
         Err((error, message)) => return failed(index, error, Some(message)),
     };
-    match partition.log.append(BytesMut::from(&records[..]), leader_epoch, settings.log_append_time, now_ms).await {
+    match partition.append_as_leader(BytesMut::from(&records[..]), leader_epoch, settings.log_append_time, now_ms).await
+    {
         Ok(info) => {
             partition.appended(record_count, info.log_end_offset, &settings);
             Appended {

@@ -267,9 +267,12 @@ pub(crate) async fn create_partitions(node: &Arc<Node>, request: CreatePartition
 
 /// Kafka's election type for the preferred replica.
 const ELECTION_PREFERRED: i8 = 0;
+/// Kafka's election type for an unclean election.
+const ELECTION_UNCLEAN: i8 = 1;
 
-/// Handles ElectLeaders: preferred-replica elections (all partitions when none are named).
-/// Unclean elections are refused until replication brings the ISR rules they bypass.
+/// Handles ElectLeaders (all partitions when none are named): preferred-replica elections,
+/// and unclean ones, which give a partition whose ISR is all down a leader from its other live
+/// replicas (records only the lost ISR held are then gone).
 pub(crate) async fn elect_leaders(node: &Arc<Node>, request: ElectLeadersRequest) -> ElectLeadersResponse {
     let image = node.image();
     let wanted: Vec<(String, Vec<i32>)> = match request.topic_partitions {
@@ -278,11 +281,30 @@ pub(crate) async fn elect_leaders(node: &Arc<Node>, request: ElectLeadersRequest
     };
     let mut outcomes = Vec::new();
     let mut elect = Vec::new();
+    let mut unclean = Vec::new();
     for (name, partitions) in &wanted {
         for partition in partitions {
             let topic_id = image.topic(name).map(|topic| topic.topic_id);
-            let outcome = if request.election_type != ELECTION_PREFERRED {
-                Err((ResponseError::InvalidRequest, "only preferred-replica elections are supported".to_owned()))
+            let outcome = if request.election_type == ELECTION_UNCLEAN {
+                let state = image.topic(name).and_then(|topic| topic.partitions.get(partition));
+                match (topic_id, state) {
+                    (Some(id), Some(state)) => {
+                        if state.leader.0 >= 0 && image.is_unfenced(state.leader) {
+                            Err((ResponseError::ElectionNotNeeded, "the partition has a live leader".to_owned()))
+                        } else if metadata::ops::unclean_election_possible(&image, state).is_some() {
+                            unclean.push((id, *partition));
+                            Ok(())
+                        } else {
+                            Err((
+                                ResponseError::EligibleLeadersNotAvailable,
+                                "a live ISR member will be elected, or no replica is live".to_owned(),
+                            ))
+                        }
+                    }
+                    _ => Err((ResponseError::UnknownTopicOrPartition, "no such partition".to_owned())),
+                }
+            } else if request.election_type != ELECTION_PREFERRED {
+                Err((ResponseError::InvalidRequest, format!("unknown election type {}", request.election_type)))
             } else {
                 match topic_id.map(|id| (id, metadata::ops::preferred_election(&image, id, *partition))) {
                     None | Some((_, PreferredElection::UnknownPartition)) => {
@@ -304,17 +326,16 @@ pub(crate) async fn elect_leaders(node: &Arc<Node>, request: ElectLeadersRequest
             outcomes.push((name.clone(), *partition, outcome));
         }
     }
-    let committed = if elect.is_empty() { Ok(()) } else { node.elect_preferred_leaders(elect).await };
+    let committed = if !unclean.is_empty() {
+        node.elect_unclean_leaders(unclean).await
+    } else if elect.is_empty() {
+        Ok(())
+    } else {
+        node.elect_preferred_leaders(elect).await
+    };
     let mut results: Vec<ReplicaElectionResult> = Vec::new();
     for (name, partition, outcome) in outcomes {
-        let outcome = match (&committed, outcome) {
-            (Err(error), Ok(())) => Err((
-                ResponseError::try_from_code(error_code(error)).unwrap_or(ResponseError::UnknownServerError),
-                error.to_string(),
-            )),
-            (_, outcome) => outcome,
-        };
-        let result = match outcome {
+        let result = match error_code::with_commit(&committed, outcome) {
             Ok(()) => PartitionResult::default().with_partition_id(partition),
             Err((error, message)) => PartitionResult::default()
                 .with_partition_id(partition)

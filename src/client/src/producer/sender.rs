@@ -105,6 +105,11 @@ impl Shared {
     fn retry_or_fail(self: &Arc<Self>, mut batch: ProducerBatch, error: ClientError) {
         batch.attempts += 1;
         let now = Instant::now();
+        // Whether or not this batch is retried, the next one must not go to the same stale
+        // leader (as Kafka's sender requests a metadata update on any invalid-metadata error).
+        if may_mean_leader_moved(&error) {
+            self.refresh_metadata(vec![batch.topic_partition.topic.clone()]);
+        }
         if !is_retriable_for_produce(&error) {
             let failure = match error {
                 ClientError::Broker { error, message } => {
@@ -130,9 +135,6 @@ impl Shared {
                 last_error: Some(Box::new(error)),
             };
             return self.fail(batch, failure);
-        }
-        if may_mean_leader_moved(&error) {
-            self.refresh_metadata(vec![batch.topic_partition.topic.clone()]);
         }
         tracing::debug!(topic_partition = %batch.topic_partition, attempts = batch.attempts, %error, "retrying batch");
         batch.last_error = Some(error);

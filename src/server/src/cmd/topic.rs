@@ -66,17 +66,71 @@ pub async fn describe(bootstrap: &str, name: &str) -> anyhow::Result<()> {
         description.partitions.len(),
         overrides.join(",")
     );
+    let log_ends = admin.replica_log_end_offsets(&description).await?;
+    let reassignments = admin.list_partition_reassignments(Some(name)).await.unwrap_or_default();
     for partition in &description.partitions {
         let join = |nodes: &[i32]| nodes.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
         println!(
-            "\tTopic: {}\tPartition: {}\tLeader: {}\tLeaderEpoch: {}\tReplicas: {}\tIsr: {}",
+            "\tTopic: {}\tPartition: {}\tLeader: {}\tLeaderEpoch: {}\tReplicas: {}\tIsr: {}\tLag: {}",
             description.name,
             partition.partition,
             partition.leader,
             partition.leader_epoch,
             join(&partition.replicas),
-            join(&partition.isr)
+            join(&partition.isr),
+            replica_lags(partition, &log_ends)
         );
+        if let Some(moving) =
+            reassignments.iter().find(|reassignment| reassignment.topic_partition.partition.0 == partition.partition)
+        {
+            println!(
+                "\t\tReassigning: AddingReplicas: {}\tRemovingReplicas: {}",
+                join(&moving.adding_replicas),
+                join(&moving.removing_replicas)
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Each follower's lag behind its leader's log end, as `broker=records` (`?` where a replica
+/// did not answer, and only `?` without a leader).
+fn replica_lags(
+    partition: &client::PartitionInfo,
+    log_ends: &std::collections::BTreeMap<(i32, i32), Result<i64, client::ClientError>>,
+) -> String {
+    let end_of = |broker: i32| log_ends.get(&(partition.partition, broker)).and_then(|end| end.as_ref().ok()).copied();
+    let leader_end = end_of(partition.leader);
+    partition
+        .replicas
+        .iter()
+        .filter(|replica| **replica != partition.leader)
+        .map(|replica| match (leader_end, end_of(*replica)) {
+            (Some(leader_end), Some(end)) => format!("{replica}={}", (leader_end - end).max(0)),
+            _ => format!("{replica}=?"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `weir topic reassign`: start (or, with `None`, cancel) a reassignment of one partition.
+///
+/// # Errors
+/// Connection errors, or the broker refusing the reassignment.
+pub async fn reassign(bootstrap: &str, name: &str, partition: i32, replicas: Option<Vec<i32>>) -> anyhow::Result<()> {
+    let client = connect(bootstrap).await?;
+    let topic_partition = protocol::ids::TopicPartition::new(name, partition);
+    let cancel = replicas.is_none();
+    for (reassigned, result) in
+        Admin::new(&client).alter_partition_reassignments(&[(topic_partition, replicas.clone())]).await?
+    {
+        result.with_context(|| format!("cannot reassign {reassigned}"))?;
+        if cancel {
+            println!("Cancelled the reassignment of {reassigned}.");
+        } else {
+            let target = replicas.iter().flatten().map(ToString::to_string).collect::<Vec<_>>().join(",");
+            println!("Reassigning {reassigned} to replicas {target}; `weir topic describe {name}` shows its progress.");
+        }
     }
     Ok(())
 }
