@@ -12,9 +12,9 @@
 //!   before (its image moved back in the log).
 //!
 //! Every committed image must also keep the partition invariants
-//! (`partition-invariant-broken`): the ISR is a nonempty subset of the replicas; a leader is
-//! an ISR member and an unfenced broker; a partition has no leader only while no ISR member is
-//! unfenced (else an election was missed).
+//! (`partition-invariant-broken`): the ISR is a nonempty subset of the replicas, and the ELR a
+//! subset of the other replicas; a leader is an ISR member and an unfenced broker; a partition
+//! has no leader only while no ISR or ELR member is unfenced (else an election was missed).
 //!
 //! A broker may report an index the checker has not seen committed yet only if a controller
 //! applied it in between (the observers are called in the same simulated instant); such
@@ -47,6 +47,12 @@ pub fn partition_invariants(image: &MetadataImage) -> Vec<String> {
                     state.isr, state.replicas
                 ));
             }
+            if state.elr.iter().any(|member| state.isr.contains(member) || !state.replicas.contains(member)) {
+                broken.push(format!(
+                    "{name}: ELR {:?} overlaps the ISR {:?} or holds a non-replica of {:?}",
+                    state.elr, state.isr, state.replicas
+                ));
+            }
             if state.leader.0 >= 0 {
                 if !state.isr.contains(&state.leader) {
                     broken.push(format!("{name}: leader {} is not in the ISR {:?}", state.leader.0, state.isr));
@@ -54,8 +60,8 @@ pub fn partition_invariants(image: &MetadataImage) -> Vec<String> {
                 if !image.is_unfenced(state.leader) {
                     broken.push(format!("{name}: leader {} is fenced or unregistered", state.leader.0));
                 }
-            } else if let Some(live) = state.isr.iter().find(|member| image.is_unfenced(**member)) {
-                broken.push(format!("{name}: no leader although ISR member {} is unfenced", live.0));
+            } else if let Some(live) = state.isr.iter().chain(&state.elr).find(|member| image.is_unfenced(**member)) {
+                broken.push(format!("{name}: no leader although ISR or ELR member {} is unfenced", live.0));
             }
         }
     }

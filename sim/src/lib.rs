@@ -17,5 +17,6 @@ pub mod disk;
 pub mod image_check;
 pub mod quorum_check;
 pub mod raft_fs;
+pub mod replica_check;
 pub mod scenario;
 pub mod trace;

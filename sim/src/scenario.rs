@@ -13,6 +13,12 @@
 //!   client creates topics through the brokers; one leader per term, identical applied logs,
 //!   acknowledged proposals and topics kept, every broker image a prefix of the committed log,
 //!   and convergence and settled fencing after the faults stop.
+//! * `replication` (also [`controller_quorum`], another shape): three controllers and three to
+//!   five brokers, a topic of replication factor 2 to 5 with `min.insync.replicas` 1 to RF,
+//!   and a nemesis aimed at brokers (crashes, the last replica standing of KIP-966, broker
+//!   links cut, pauses, clock steps) while acks=all and acks=1 producers and consumers record
+//!   a history; the replica check ([`crate::replica_check`]) runs on every replica change, and
+//!   after the faults every ISR regrows and every high watermark reaches its log end.
 //! * `single_node_durability` ([`single_node_durability`]): one node on a `SimDisk` crashed,
 //!   paused, restarted, starved of disk space, partitioned from clients and clock-stepped while
 //!   acks=all and acks=1 producers and assigned consumers record a history; then faults stop,
@@ -54,7 +60,7 @@ pub const SAFETY_MS_MIN: u64 = 20_000;
 pub const SAFETY_MS_MAX: u64 = 40_000;
 
 /// Every scenario name [`run`] accepts.
-pub const SCENARIOS: &[&str] = &["single_node_durability", "controller_quorum"];
+pub const SCENARIOS: &[&str] = &["single_node_durability", "controller_quorum", "replication"];
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -158,7 +164,7 @@ fn run_sim(options: &RunOptions) -> (RunResult, Vec<String>) {
                     // raft-engine runs on a thread of its own per controller (and spawns
                     // recovery and metrics threads). Allowing system threads costs madsim's
                     // deadlock panic; the runner's wall-clock watchdog covers that.
-                    if options.scenario == "controller_quorum" {
+                    if options.scenario == "controller_quorum" || options.scenario == "replication" {
                         runtime.set_allow_system_thread(true);
                     }
                     // Every phase has its own deadline; this catches a run whose simulated time runs
@@ -171,7 +177,12 @@ fn run_sim(options: &RunOptions) -> (RunResult, Vec<String>) {
                         *slot.lock().expect("slot lock") = Some(trace.clone());
                         trace.event(format!("scenario {} seed {}", options.scenario, options.seed));
                         match options.scenario.as_str() {
-                            "controller_quorum" => controller_quorum::run(trace, &options).await,
+                            "controller_quorum" => {
+                                controller_quorum::run(trace, &options, controller_quorum::Shape::Controllers).await
+                            }
+                            "replication" => {
+                                controller_quorum::run(trace, &options, controller_quorum::Shape::Replication).await
+                            }
                             _ => single_node_durability::run(trace, &options).await,
                         }
                     })

@@ -28,6 +28,7 @@ const PLANTED_BUGS: &[&str] = &[
     "follower-skips-entry",
     "truncate-to-high-watermark",
     "follower-reports-unsynced",
+    "expand-isr-before-epoch-start",
 ];
 /// Lines of a failing child's stderr shown.
 const STDERR_TAIL_LINES: usize = 30;

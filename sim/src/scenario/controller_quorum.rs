@@ -4,12 +4,19 @@
 //! pauses, partitions and clock faults. The leader proposes metadata records, and a client
 //! creates topics through the brokers (forwarded to the active controller).
 //!
+//! The `replication` scenario is this one in the [`Shape::Replication`] shape: 3 controllers,
+//! 3-5 brokers, the workload's topic at replication factor 2-5, and a fault mix aimed at
+//! brokers.
+//!
 //! # Shape (drawn per seed)
 //!
-//! Voters 3 or 5, brokers 2-4, election timeout 5-15 ticks, snapshots every 3-40 entries (so
-//! restarts and lagging followers load snapshots), `broker.session.timeout.ms` 1.5-6 s with a
-//! heartbeat 3-6 times as often, proposal and topic-creation pace, the nemesis's pace and mix,
-//! and whether one broker stays down at the end.
+//! Voters 3 or 5 (3 for `replication`), brokers 2-4 (3-5), the workload topic's replication
+//! factor 2-3 (2-5) and `min.insync.replicas` 1-RF, election timeout 5-15 ticks, snapshots
+//! every 3-40 entries (so restarts and lagging followers load snapshots),
+//! `broker.session.timeout.ms` 1.5-6 s with a heartbeat 3-6 times as often,
+//! `replica.lag.time.max.ms` 1-10 s, leader rebalancing every 1-15 s (or off), proposal and
+//! topic-creation pace, the nemesis's pace and mix, and whether one broker stays down at the
+//! end.
 //!
 //! # Faults (safety phase)
 //!
@@ -19,6 +26,10 @@
 //! * **broker crash** (its `SimDisk` loses what was not synced), **broker restart** with a
 //!   controlled shutdown, **broker pause**, **broker isolation** from every controller (its
 //!   session expires and it is fenced);
+//! * **last replica standing** (KIP-966): every replica of a workload partition but one goes
+//!   down long enough to leave the ISR, then the survivor crashes too, and comes back last;
+//! * **broker split**: one broker cut off from the other brokers (not from the controllers);
+//! * **reassignment** of a workload partition to other brokers, or its cancellation;
 //! * **clocks**: controllers read no wall clock (sessions and elections run on monotonic
 //!   timers), so their clock fault is the rate: every controller incarnation ticks at its own
 //!   period, 75-125% of the nominal 100 ms, as on hosts whose clocks run fast or slow; brokers'
@@ -33,11 +44,18 @@
 //!   of the committed log, and never moves back within an incarnation; every committed image
 //!   keeps the partition invariants (a leader is an unfenced ISR member, the ISR is a nonempty
 //!   subset of the replicas, a partition has no leader only while no ISR member is unfenced).
+//! * [`ReplicaCheck`] as brokers report what their replicas do: one leader per (partition,
+//!   epoch), leaders in their ISR, high watermarks and epochs monotonic, identical committed
+//!   prefixes, no committed batch cut, every new leader and every member of a committed ISR
+//!   holding everything committed (StrongIsr), no high-watermark advance below
+//!   `min.insync.replicas` (see [`crate::replica_check`]).
 //! * Liveness, after the faults stop: a proposal commits within [`CONVERGENCE_MS`] and every
 //!   controller applies up to it and holds the same image; then within [`SETTLE_MS`] every
 //!   running broker is unfenced, a broker left down is fenced, and every broker applied
 //!   everything committed into the controllers' image. Every topic whose creation was
-//!   acknowledged exists with its partitions.
+//!   acknowledged exists with its partitions. The workload's probe and final reads follow,
+//!   then within [`ISR_REGROW_MS`] every workload partition has no reassignment in progress,
+//!   its whole replica set in the ISR and its leader's high watermark at its log end.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -46,6 +64,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use broker::observe::{ReplicaEvent, ReplicaObserver};
 use broker::ImageObserver;
 use client::admin::{Admin, NewTopic};
 use client::producer::Acks;
@@ -56,8 +75,8 @@ use madsim::net::NetSim;
 use madsim::rand::{thread_rng, Rng};
 use madsim::runtime::{Handle, NodeHandle};
 use metadata::image::MetadataImage;
-use metadata::record::{encode_batch, ConfigResource, MetadataRecord};
-use protocol::ids::NodeId;
+use metadata::record::{encode_batch, ConfigResource, MetadataRecord, TopicId};
+use protocol::ids::{NodeId, TopicPartition};
 use server::config::{NodeConfig, Settings};
 use storage::raft_log::RaftLogStore;
 
@@ -69,6 +88,7 @@ use crate::disk::{DiskFaults, SimDisk};
 use crate::image_check::{image_hash, ImageCheck};
 use crate::quorum_check::QuorumCheck;
 use crate::raft_fs::{CrashFs, TornTail};
+use crate::replica_check::ReplicaCheck;
 use crate::trace::{fnv1a, Trace};
 
 /// The controller port.
@@ -110,9 +130,20 @@ enum Fault {
     BrokerIsolate,
     BrokerCrashAll,
     ClockJump,
+    /// KIP-966's last replica standing: every replica of a partition but one goes down long
+    /// enough to leave the ISR, then the last one crashes too; they come back in turn, the
+    /// last one last.
+    LastReplicaStanding,
+    /// One broker cut off from every other broker (the controllers still reach it): its
+    /// followers fall out of its ISRs, and it out of others'.
+    BrokerSplit,
+    /// A partition of the workload's topic is reassigned to other brokers (or its reassignment
+    /// in progress cancelled) through AlterPartitionReassignments.
+    Reassign,
 }
 
-const FAULTS: [(Fault, u32); 12] = [
+/// The `controller_quorum` shape's fault mix.
+const FAULTS: [(Fault, u32); 15] = [
     (Fault::Crash, 10),
     (Fault::CrashAll, 2),
     (Fault::Pause, 6),
@@ -125,10 +156,53 @@ const FAULTS: [(Fault, u32); 12] = [
     (Fault::BrokerIsolate, 4),
     (Fault::BrokerCrashAll, 1),
     (Fault::ClockJump, 3),
+    (Fault::LastReplicaStanding, 1),
+    (Fault::BrokerSplit, 2),
+    (Fault::Reassign, 1),
 ];
+
+/// The `replication` shape's fault mix: mostly brokers.
+const REPLICATION_FAULTS: [(Fault, u32); 15] = [
+    (Fault::Crash, 3),
+    (Fault::CrashAll, 1),
+    (Fault::Pause, 2),
+    (Fault::Isolate, 2),
+    (Fault::Split, 1),
+    (Fault::OneWay, 1),
+    (Fault::BrokerCrash, 10),
+    (Fault::BrokerRestart, 4),
+    (Fault::BrokerPause, 5),
+    (Fault::BrokerIsolate, 4),
+    (Fault::BrokerCrashAll, 2),
+    (Fault::ClockJump, 2),
+    (Fault::LastReplicaStanding, 4),
+    (Fault::BrokerSplit, 6),
+    (Fault::Reassign, 5),
+];
+
+/// Which cluster a seed draws.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// 3 or 5 controllers, 2-4 brokers, replication factor up to 3, faults spread over both.
+    Controllers,
+    /// 3 controllers, 3-5 brokers, replication factor 2-5, faults aimed at brokers.
+    Replication,
+}
+
+/// `leader.imbalance.per.broker.percentage` when the controllers rebalance leaderships.
+const LEADER_IMBALANCE_PERCENT: u32 = 10;
+/// Bounds of the drawn `replica.lag.time.max.ms` (Kafka's default, 30 s, would outlast most
+/// safety phases, and no ISR would ever shrink for lag).
+const REPLICA_LAG_TIME_MS_MIN: u64 = 1_000;
+/// See [`REPLICA_LAG_TIME_MS_MIN`].
+const REPLICA_LAG_TIME_MS_MAX: u64 = 10_000;
+/// After the final reads, every ISR must be whole again and every leader's high watermark at
+/// its log end within this.
+pub const ISR_REGROW_MS: u64 = 30_000;
 
 #[derive(Debug, Clone)]
 struct Params {
+    shape: Shape,
     voters: u64,
     brokers: u64,
     safety_ms: u64,
@@ -145,6 +219,10 @@ struct Params {
     /// The replicated workload's topic: replication factor and `min.insync.replicas`.
     replication_factor: i16,
     min_insync_replicas: i16,
+    /// `replica.lag.time.max.ms`.
+    replica_lag_time_max_ms: u64,
+    /// The active controller's leader rebalance interval (`None`: off).
+    leader_rebalance_ms: Option<u64>,
     /// Workload processes producing with acks=all, and whether one more uses acks=1.
     acks_all_processes: u64,
     acks_one_process: bool,
@@ -152,13 +230,23 @@ struct Params {
 }
 
 impl Params {
-    fn draw(options: &RunOptions) -> Params {
+    fn draw(options: &RunOptions, shape: Shape) -> Params {
         let mut rng = thread_rng();
         let session_timeout_ms = rng.gen_range(1_500..=6_000);
-        let brokers = rng.gen_range(2..=4);
-        let replication_factor = rng.gen_range(2..=brokers.min(3)) as i16;
+        let (voters, brokers, replication_factor, faults) = match shape {
+            Shape::Controllers => {
+                let brokers = rng.gen_range(2..=4);
+                let voters = if rng.gen_bool(0.5) { 3 } else { 5 };
+                (voters, brokers, rng.gen_range(2..=brokers.min(3)) as i16, &FAULTS)
+            }
+            Shape::Replication => {
+                let brokers = rng.gen_range(3..=5);
+                (3, brokers, rng.gen_range(2..=brokers) as i16, &REPLICATION_FAULTS)
+            }
+        };
         Params {
-            voters: if rng.gen_bool(0.5) { 3 } else { 5 },
+            shape,
+            voters,
             brokers,
             safety_ms: options.safety_ms.unwrap_or_else(|| rng.gen_range(super::SAFETY_MS_MIN..=super::SAFETY_MS_MAX)),
             election_ticks: rng.gen_range(5..=15),
@@ -169,6 +257,8 @@ impl Params {
             create_every_ms: rng.gen_range(100..=2_000),
             nemesis_mean_ms: rng.gen_range(300..=3_000),
             leave_broker_down: rng.gen_bool(0.3),
+            replica_lag_time_max_ms: rng.gen_range(REPLICA_LAG_TIME_MS_MIN..=REPLICA_LAG_TIME_MS_MAX),
+            leader_rebalance_ms: rng.gen_bool(0.7).then(|| rng.gen_range(1_000..=15_000)),
             replication_factor,
             min_insync_replicas: rng.gen_range(1..=replication_factor),
             acks_all_processes: rng.gen_range(1..=2),
@@ -182,7 +272,7 @@ impl Params {
                 rng.gen_range(1..=3),
                 false,
             ),
-            weights: FAULTS
+            weights: faults
                 .iter()
                 .map(|(fault, weight)| (*fault, if rng.gen_bool(0.2) { 0 } else { *weight }))
                 .collect(),
@@ -215,6 +305,7 @@ struct Shared {
     trace: Trace,
     check: Mutex<QuorumCheck>,
     images: Mutex<ImageCheck>,
+    replicas: Mutex<ReplicaCheck>,
     params: Params,
     voters: BTreeMap<u64, String>,
     /// Each controller's file system and directory (kept across incarnations).
@@ -230,6 +321,8 @@ struct Shared {
     broker_images: Mutex<BTreeMap<u64, (u64, u64)>>,
     /// Topics whose creation was acknowledged: name -> partitions.
     created: Mutex<BTreeMap<String, i32>>,
+    /// Committed metadata entries after which some workload partition had a nonempty ELR.
+    elr_entries: AtomicU64,
     creating: AtomicBool,
     next_value: AtomicU64,
     proposing: AtomicBool,
@@ -299,6 +392,7 @@ async fn incarnation(node: u64, shared: Arc<Shared>) {
             shared.check.lock().expect("check lock").applied(node, entry.index, entry.term, hash, entry.from_snapshot);
             if !entry.from_snapshot {
                 shared.images.lock().expect("images lock").committed(entry.index, &entry.data);
+                strong_isr(&shared);
             }
         })
     };
@@ -319,7 +413,10 @@ async fn incarnation(node: u64, shared: Arc<Shared>) {
             return;
         }
     };
-    let _service = ControllerService::start(quorum.clone(), applied, shared.params.session_timeout_ms, streams);
+    let service = ControllerService::start(quorum.clone(), applied, shared.params.session_timeout_ms, streams);
+    if let Some(interval_ms) = shared.params.leader_rebalance_ms {
+        service.balance_leaders(interval_ms, LEADER_IMBALANCE_PERCENT);
+    }
     let _ = shared.quorums.lock().expect("quorums lock").insert(node, quorum.clone());
     // Leadership changes, as they happen.
     {
@@ -370,11 +467,36 @@ async fn incarnation(node: u64, shared: Arc<Shared>) {
     }
 }
 
+/// StrongIsr on the workload's topic after a committed metadata entry: every member of each
+/// partition's committed ISR holds everything committed.
+fn strong_isr(shared: &Shared) {
+    let isrs: Vec<(TopicId, i32, Vec<NodeId>, i32)> = {
+        let images = shared.images.lock().expect("images lock");
+        let Some(topic) = images.reference().0.topic(workload::TOPIC) else { return };
+        if topic.partitions.values().any(|state| !state.elr.is_empty()) {
+            let _ = shared.elr_entries.fetch_add(1, Ordering::Relaxed);
+        }
+        topic
+            .partitions
+            .iter()
+            .map(|(partition, state)| (topic.topic_id, *partition, state.isr.clone(), state.leader_epoch.0))
+            .collect()
+    };
+    let mut replicas = shared.replicas.lock().expect("replicas lock");
+    for (topic_id, partition, isr, leader_epoch) in isrs {
+        replicas.committed_epoch(topic_id, partition, leader_epoch);
+        for violation in replicas.strong_isr(topic_id, partition, &isr) {
+            shared.trace.event(format!("INVARIANT VIOLATED: {violation}"));
+        }
+    }
+}
+
 /// One run of a broker-only node: `server::run_node` with the cluster's settings, until the
 /// nemesis kills it or asks for a clean shutdown.
 async fn broker_incarnation(broker: u64, shared: Arc<Shared>) {
     let host = shared.brokers[&broker].clone();
     shared.images.lock().expect("images lock").restarted(broker);
+    shared.replicas.lock().expect("replicas lock").restarted(broker);
     let _ = shared.stopped_cleanly.lock().expect("lock").remove(&broker);
     let (stop, stopped) = rt::sync::oneshot::channel::<()>();
     let _ = shared.broker_stops.lock().expect("lock").insert(broker, stop);
@@ -388,6 +510,7 @@ async fn broker_incarnation(broker: u64, shared: Arc<Shared>) {
         ("broker.session.timeout.ms", shared.params.session_timeout_ms.to_string()),
         ("broker.heartbeat.interval.ms", shared.params.heartbeat_interval_ms.to_string()),
         ("auto.create.topics.enable", "false".to_owned()),
+        ("replica.lag.time.max.ms", shared.params.replica_lag_time_max_ms.to_string()),
     ]
     .into_iter()
     .flat_map(|(name, value)| [format!("--{}", name.replace('.', "-")), value])
@@ -409,8 +532,25 @@ async fn broker_incarnation(broker: u64, shared: Arc<Shared>) {
             let _ = shared.broker_images.lock().expect("lock").insert(broker, (index, hash));
         })
     };
+    let replica_observer: ReplicaObserver = {
+        let shared = Arc::clone(&shared);
+        Arc::new(move |topic_partition: &TopicPartition, topic_id: TopicId, event: &ReplicaEvent| {
+            if topic_partition.topic == workload::TOPIC
+                && !matches!(event, ReplicaEvent::Appended { .. } | ReplicaEvent::HighWatermark { .. })
+            {
+                shared.trace.event(format!("broker {broker} {topic_partition}: {event:?}"));
+            }
+            let found = shared.replicas.lock().expect("replicas lock").event(broker, topic_partition, topic_id, event);
+            for violation in found {
+                shared.trace.event(format!("INVARIANT VIOLATED: {violation}"));
+            }
+        })
+    };
     match config.broker.cluster.as_mut() {
-        Some(cluster) => cluster.image_observer = Some(observer),
+        Some(cluster) => {
+            cluster.image_observer = Some(observer);
+            cluster.replica_observer = Some(replica_observer);
+        }
         None => {
             shared.fail(format!("broker {broker} is not a cluster member"));
             return;
@@ -502,6 +642,8 @@ async fn create_topics(shared: Arc<Shared>) {
 
 struct Nemesis {
     handle: Handle,
+    /// Where the nemesis's admin requests (reassignments) come from.
+    admin: NodeHandle,
     nodes: BTreeMap<u64, NodeHandle>,
     shared: Arc<Shared>,
     counts: BTreeMap<&'static str, u64>,
@@ -610,6 +752,86 @@ impl Nemesis {
         self.handle.restart(self.nodes[&broker].id());
     }
 
+    /// Reassigns a random partition of the workload's topic to as many brokers, drawn at
+    /// random (or, one time in five, cancels the reassignment in progress), and waits for the
+    /// answer (bounded). False if there is no workload topic yet.
+    async fn reassign(&mut self) -> bool {
+        let (partition, factor) = {
+            let images = self.shared.images.lock().expect("images lock");
+            let Some(topic) = images.reference().0.topic(workload::TOPIC) else { return false };
+            let partition = thread_rng().gen_range(0..topic.partitions.len() as i32);
+            (partition, topic.partitions[&partition].target_replicas().len())
+        };
+        let mut brokers: Vec<i32> = self.shared.params.broker_ids().map(|broker| broker as i32).collect();
+        for index in (1..brokers.len()).rev() {
+            brokers.swap(index, thread_rng().gen_range(0..=index));
+        }
+        let target = (!thread_rng().gen_bool(0.2)).then(|| brokers[..factor.min(brokers.len())].to_vec());
+        self.shared.trace.event(format!("nemesis: reassign {}-{partition} to {target:?}", workload::TOPIC));
+        let bootstrap: Vec<String> =
+            self.shared.params.broker_ids().map(|broker| format!("{}:{KAFKA_PORT}", broker_ip(broker))).collect();
+        let config = ClientConfig {
+            bootstrap_servers: bootstrap,
+            client_id: "sim-nemesis".to_owned(),
+            request_timeout_ms: 5_000,
+            retry_backoff_ms: 100,
+            ..ClientConfig::default()
+        };
+        let request = async move {
+            let client = Client::connect(config).await?;
+            let topic_partition = TopicPartition::new(workload::TOPIC, partition);
+            Admin::new(&client).alter_partition_reassignments(&[(topic_partition, target)]).await
+        };
+        let answer = self.admin.spawn(rt::time::timeout(Duration::from_millis(CREATE_TIMEOUT_MS), request)).await;
+        let text = match answer {
+            Ok(Ok(Ok(results))) => format!("{results:?}"),
+            Ok(Ok(Err(error))) => error.to_string(),
+            Ok(Err(_)) => "timed out".to_owned(),
+            Err(error) => format!("task failed: {error}"),
+        };
+        self.shared.trace.event(format!("nemesis: reassignment answered: {text}"));
+        true
+    }
+
+    /// KIP-966's last replica standing, on one partition of the workload's topic: every
+    /// replica but one loses power and stays down long enough to be fenced and leave the ISR
+    /// (the survivor goes on alone if `min.insync.replicas` allows); then the survivor loses
+    /// power too. The others come back first (none may be elected: they are not in the ISR,
+    /// and unclean election is off), the survivor last. False if no partition has two
+    /// replicas.
+    async fn last_replica_standing(&mut self) -> bool {
+        let replicas: Vec<u64> = {
+            let images = self.shared.images.lock().expect("images lock");
+            let Some(topic) = images.reference().0.topic(workload::TOPIC) else { return false };
+            let states: Vec<_> = topic.partitions.values().filter(|state| state.replicas.len() >= 2).collect();
+            if states.is_empty() {
+                return false;
+            }
+            let state = states[thread_rng().gen_range(0..states.len())];
+            state.replicas.iter().map(|replica| replica.0 as u64).collect()
+        };
+        let last = replicas[thread_rng().gen_range(0..replicas.len())];
+        let others: Vec<u64> = replicas.iter().copied().filter(|replica| *replica != last).collect();
+        let alone_ms = thread_rng().gen_range(1_000..=3 * self.shared.params.session_timeout_ms);
+        self.shared
+            .trace
+            .event(format!("nemesis: last replica standing: power off {others:?}, {last} alone for {alone_ms} ms"));
+        for broker in &others {
+            self.power_off_broker(*broker);
+        }
+        madsim::time::sleep(Duration::from_millis(alone_ms)).await;
+        self.shared.trace.event(format!("nemesis: last replica standing: power off {last}"));
+        self.power_off_broker(last);
+        madsim::time::sleep(Duration::from_millis(thread_rng().gen_range(1..=2_000))).await;
+        for broker in &others {
+            self.handle.restart(self.nodes[broker].id());
+            madsim::time::sleep(Duration::from_millis(thread_rng().gen_range(0..=1_000))).await;
+        }
+        madsim::time::sleep(Duration::from_millis(thread_rng().gen_range(0..=3_000))).await;
+        self.handle.restart(self.nodes[&last].id());
+        true
+    }
+
     fn clog(&self, from: u64, to: u64, on: bool) {
         let net = NetSim::current();
         let (from, to) = (self.nodes[&from].id(), self.nodes[&to].id());
@@ -622,6 +844,10 @@ impl Nemesis {
 
     async fn partition(&mut self, links: Vec<(u64, u64)>, text: String) {
         let length = thread_rng().gen_range(200..=6_000);
+        self.partition_for(links, text, length).await;
+    }
+
+    async fn partition_for(&mut self, links: Vec<(u64, u64)>, text: String, length: u64) {
         self.shared.trace.event(format!("nemesis: {text} for {length} ms"));
         for (from, to) in &links {
             self.clog(*from, *to, true);
@@ -732,6 +958,29 @@ impl Nemesis {
                         (1..=voters).flat_map(|controller| [(broker, controller), (controller, broker)]).collect();
                     self.partition(links, format!("isolate broker {broker} from the controllers")).await;
                     self.count("broker-isolate");
+                }
+                Fault::Reassign => {
+                    if self.reassign().await {
+                        self.count("reassign");
+                    }
+                }
+                Fault::LastReplicaStanding => {
+                    if self.last_replica_standing().await {
+                        self.count("last-replica-standing");
+                    }
+                }
+                Fault::BrokerSplit => {
+                    let broker = self.pick_broker();
+                    let links = self
+                        .shared
+                        .params
+                        .broker_ids()
+                        .filter(|other| *other != broker)
+                        .flat_map(|other| [(broker, other), (other, broker)])
+                        .collect();
+                    let length = thread_rng().gen_range(500..=2 * REPLICA_LAG_TIME_MS_MAX);
+                    self.partition_for(links, format!("cut broker {broker} off from the other brokers"), length).await;
+                    self.count("broker-split");
                 }
                 Fault::ClockJump => {
                     let broker = self.pick_broker();
@@ -869,10 +1118,70 @@ async fn settle(shared: &Arc<Shared>, down: Option<u64>) -> Result<u64, String> 
     Ok(elapsed)
 }
 
-/// Runs the scenario; called inside a fresh madsim runtime that allows raft-engine's threads.
-pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
+/// What keeps the workload's partitions from being whole again, or `None` once they are:
+/// each has a leader, its ISR is all its replicas, and the leader's high watermark is at its
+/// log end.
+fn isr_unsettled(shared: &Shared) -> Option<String> {
+    let leader = shared.leader()?;
+    let committed = shared.quorums.lock().expect("quorums lock").get(&leader)?.image();
+    let Some(topic) = committed.image.topic(workload::TOPIC) else {
+        return Some("the workload's topic is not in the image".to_owned());
+    };
+    for (partition, state) in &topic.partitions {
+        if state.leader.0 < 0 {
+            return Some(format!("partition {partition} has no leader"));
+        }
+        if state.reassigning() {
+            return Some(format!(
+                "partition {partition} is still being reassigned (adding {:?}, removing {:?})",
+                state.adding_replicas, state.removing_replicas
+            ));
+        }
+        let mut isr = state.isr.clone();
+        let mut replicas = state.replicas.clone();
+        isr.sort_unstable();
+        replicas.sort_unstable();
+        if isr != replicas {
+            return Some(format!("partition {partition}'s ISR is {:?} of replicas {:?}", state.isr, state.replicas));
+        }
+        let view =
+            shared.replicas.lock().expect("replicas lock").view(topic.topic_id, *partition, state.leader.0 as u64);
+        match view {
+            Some(view) if view.high_watermark == view.log_end_offset => {}
+            view => {
+                return Some(format!(
+                    "partition {partition}'s leader {} is at {view:?}, its high watermark short of its log end",
+                    state.leader.0
+                ))
+            }
+        }
+    }
+    None
+}
+
+/// Liveness of replication: within [`ISR_REGROW_MS`] every partition of the workload's topic
+/// has its whole ISR back and its high watermark at the log end.
+async fn isr_regrows(shared: &Arc<Shared>) -> Result<u64, String> {
+    let started = shared.trace.now_ms();
+    loop {
+        let Some(reason) = isr_unsettled(shared) else { break };
+        if shared.trace.now_ms() >= started + ISR_REGROW_MS {
+            return Err(format!("isr-did-not-regrow: not within {ISR_REGROW_MS} ms: {reason}"));
+        }
+        madsim::time::sleep(Duration::from_millis(100)).await;
+    }
+    let elapsed = shared.trace.now_ms() - started;
+    shared
+        .trace
+        .event(format!("liveness: every ISR whole and every high watermark at its log end within {elapsed} ms"));
+    Ok(elapsed)
+}
+
+/// Runs the scenario in `shape`; called inside a fresh madsim runtime that allows
+/// raft-engine's threads.
+pub async fn run(trace: Trace, options: &RunOptions, shape: Shape) -> ScenarioOutcome {
     let handle = Handle::current();
-    let params = Params::draw(options);
+    let params = Params::draw(options, shape);
     trace.event(format!("params: {params:?}"));
     let root = std::env::temp_dir().join(format!("weir-sim-{}-{}", std::process::id(), options.seed));
     let _ = std::fs::remove_dir_all(&root);
@@ -891,6 +1200,7 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         trace: trace.clone(),
         check: Mutex::new(QuorumCheck::new()),
         images: Mutex::new(ImageCheck::new()),
+        replicas: Mutex::new(ReplicaCheck::new()),
         params: params.clone(),
         voters,
         disks,
@@ -900,6 +1210,7 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         stopped_cleanly: Mutex::new(BTreeSet::new()),
         broker_images: Mutex::new(BTreeMap::new()),
         created: Mutex::new(BTreeMap::new()),
+        elr_entries: AtomicU64::new(0),
         creating: AtomicBool::new(true),
         next_value: AtomicU64::new(1),
         proposing: AtomicBool::new(true),
@@ -968,7 +1279,14 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
     }
     let node_ids: Vec<_> = nodes.values().map(NodeHandle::id).collect();
     let safety_end = trace.now_ms() + params.safety_ms;
-    let nemesis = Nemesis { handle: handle.clone(), nodes, shared: Arc::clone(&shared), counts: BTreeMap::new() };
+    let nemesis_admin = handle.create_node().name("nemesis-admin").ip("10.0.2.3".parse().expect("valid IP")).build();
+    let nemesis = Nemesis {
+        handle: handle.clone(),
+        admin: nemesis_admin,
+        nodes,
+        shared: Arc::clone(&shared),
+        counts: BTreeMap::new(),
+    };
     let nemesis = nemesis.run(safety_end).await;
     shared.creating.store(false, Ordering::SeqCst);
     let _ = admin.await;
@@ -1019,6 +1337,10 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
             Err(error) => failures.push(format!("liveness task failed: {error}")),
         }
     }
+    let regrown = if settled.is_ok() { isr_regrows(&shared).await } else { Err("not tried".to_owned()) };
+    if let (Ok(_), Err(error)) = (&settled, &regrown) {
+        failures.push(error.clone());
+    }
     let (report, outcomes) =
         workload::check_history(&recorder, checker::CheckOptions { retention: false }, &mut failures);
     let (violations, terms, highest) = {
@@ -1031,6 +1353,11 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         (images.violations(), images.checked())
     };
     failures.extend(image_violations);
+    let (replica_violations, replica_events) = {
+        let replicas = shared.replicas.lock().expect("replicas lock");
+        (replicas.violations(), replicas.events())
+    };
+    failures.extend(replica_violations);
     failures.extend(shared.failures.lock().expect("failures lock").iter().cloned());
     let failovers = shared.failovers_ms.lock().expect("lock").clone();
     let failover_text = if failovers.is_empty() {
@@ -1041,16 +1368,20 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         format!("{} (median {} ms, max {} ms)", sorted.len(), sorted[sorted.len() / 2], sorted[sorted.len() - 1])
     };
     let summary = format!(
-        "rf {} min-isr {} ops {outcomes:?} acknowledged {} voters {} brokers {} terms-led {terms} highest-index {highest} values {} topics {} broker-images-checked {images_checked} failovers {failover_text} convergence {:?} settled {:?} faults {:?}",
+        "{:?} rf {} min-isr {} lag-ms {} ops {outcomes:?} acknowledged {} voters {} brokers {} terms-led {terms} highest-index {highest} values {} topics {} broker-images-checked {images_checked} replica-events {replica_events} elr-entries {} failovers {failover_text} convergence {:?} settled {:?} isr-regrown {:?} faults {:?}",
+        params.shape,
         params.replication_factor,
         params.min_insync_replicas,
+        params.replica_lag_time_max_ms,
         report.acknowledged,
         params.voters,
         params.brokers,
         shared.next_value.load(Ordering::SeqCst) - 1,
         shared.created.lock().expect("lock").len(),
+        shared.elr_entries.load(Ordering::Relaxed),
         convergence.as_ref().ok(),
         settled.as_ref().ok(),
+        regrown.as_ref().ok(),
         nemesis.counts,
     );
     trace.event(format!("summary: {summary}"));
