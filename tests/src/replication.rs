@@ -11,7 +11,7 @@ use client::admin::{Admin, NewTopic};
 use client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
 
 use crate::dev_cluster::{leaders_among, send_signal, DevCluster};
-use crate::harness::{python, repo_root, run_bounded, scrub_weir_environment, weir_binary};
+use crate::harness::{python, repo_root, run_bounded, scrub_weir_environment, weir_binary, weir_cli};
 use crate::tester::{connect_any, read_to_end};
 
 /// Partitions of the test topic.
@@ -23,6 +23,9 @@ const FOLLOWER_STOP: Duration = Duration::from_secs(5);
 
 /// Rounds of ListOffsets on every partition before the final read (500 ms apart).
 const SETTLE_ATTEMPTS_MAX: u32 = 20;
+
+/// Rounds of `weir topic describe` waiting for every ISR to be whole with no lag (1 s apart).
+const DESCRIBE_ATTEMPTS_MAX: u32 = 30;
 
 /// An acknowledged record: partition, offset, value.
 type Acked = (i32, i64, String);
@@ -212,4 +215,172 @@ async fn acknowledged_records_survive_a_leader_crash_and_a_stalled_follower() {
         &problems[..problems.len().min(20)],
         cluster.output()
     );
+
+    // Afterwards every ISR regrows and `weir topic describe` shows each follower at its
+    // leader's log end.
+    let mut last = String::new();
+    for _ in 0..DESCRIBE_ATTEMPTS_MAX {
+        let output = weir_cli(&bootstrap[0], &["topic", "describe", "replicated"], None);
+        output.assert_success("weir topic describe");
+        last = output.stdout.clone();
+        let partition_lines: Vec<&str> = last.lines().filter(|line| line.contains("\tPartition: ")).collect();
+        let whole = partition_lines.len() == PARTITIONS as usize
+            && partition_lines.iter().all(|line| {
+                let field = |name: &str| {
+                    line.split('\t').find_map(|part| part.strip_prefix(name)).unwrap_or_default().to_owned()
+                };
+                let mut replicas: Vec<&str> = Vec::new();
+                let replicas_field = field("Replicas: ");
+                replicas.extend(replicas_field.split(','));
+                let isr_field = field("Isr: ");
+                let mut isr: Vec<&str> = isr_field.split(',').collect();
+                replicas.sort_unstable();
+                isr.sort_unstable();
+                let lag = field("Lag: ");
+                replicas.len() == 3
+                    && replicas == isr
+                    && lag.split(',').count() == 2
+                    && lag.split(',').all(|entry| entry.ends_with("=0"))
+            });
+        if whole {
+            return;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    panic!("the ISRs did not regrow with no lag:\n{last}\n{}", cluster.output());
+}
+
+/// Records the reassignment test writes before moving the partition.
+const REASSIGN_RECORDS: usize = 2_000;
+
+/// Goal: `weir topic reassign` moves a partition to other brokers with every record it held:
+/// the new replicas catch up and join the ISR, the old one is dropped and the leadership moves.
+/// Method: 3 real nodes; a topic of one partition with replication factor 1 gets 2,000 records
+/// with acks=all, is reassigned to the two other brokers, and is read back once `weir topic
+/// describe` shows the new replicas, in sync, with no reassignment in progress.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reassignment_moves_a_partition_with_its_records() {
+    let mut cluster = DevCluster::start_nodes_with(3, &[]);
+    let nodes = cluster.nodes();
+    let bootstrap: Vec<String> = nodes.iter().map(|node| node.kafka.clone()).collect();
+    let all: Vec<i32> = nodes.iter().map(|node| i32::try_from(node.id).expect("small")).collect();
+    let client = connect_any(&bootstrap).await;
+    let topic = NewTopic { num_partitions: 1, replication_factor: 1, ..NewTopic::new("moving") };
+    let created = Admin::new(&client).create_topics(&[topic], false).await.expect("CreateTopics answers");
+    assert!(created[0].1.is_ok(), "creating the topic failed: {created:?}");
+    let old = leaders_among(&client, "moving", &all).await[0].leader;
+    let producer = Producer::new(client.clone(), ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
+        .expect("valid producer config");
+    for index in 0..REASSIGN_RECORDS {
+        let _ = producer
+            .send_and_wait(ProducerRecord::new("moving", format!("moving-{index}")))
+            .await
+            .expect("acks=all produce before the move");
+    }
+    let target: Vec<i32> = all.iter().copied().filter(|broker| *broker != old).collect();
+    let target_text = target.iter().map(ToString::to_string).collect::<Vec<_>>().join(",");
+    let output =
+        weir_cli(&bootstrap[0], &["topic", "reassign", "moving", "--partition", "0", "--replicas", &target_text], None);
+    output.assert_success("weir topic reassign");
+
+    let mut last = String::new();
+    let mut moved = false;
+    for _ in 0..DESCRIBE_ATTEMPTS_MAX {
+        let output = weir_cli(&bootstrap[0], &["topic", "describe", "moving"], None);
+        output.assert_success("weir topic describe");
+        last = output.stdout.clone();
+        let done = last.contains(&format!("\tReplicas: {target_text}\tIsr: "))
+            && !last.contains("Reassigning")
+            && last.lines().any(|line| {
+                line.contains("\tPartition: 0\t")
+                    && line
+                        .split('\t')
+                        .any(|field| field.strip_prefix("Isr: ").is_some_and(|isr| isr.split(',').count() == 2))
+            });
+        if done {
+            moved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(moved, "the reassignment did not complete:\n{last}\n{}", cluster.output());
+    let new_leader = leaders_among(&client, "moving", &target).await[0].leader;
+    assert!(target.contains(&new_leader), "the leadership moved to a target replica");
+    let reader = connect_any(&bootstrap).await;
+    let read = read_to_end(&reader, "moving", 1).await;
+    let values: Vec<String> = read[&0]
+        .iter()
+        .map(|record| {
+            record.value.as_ref().map(|value| String::from_utf8_lossy(value).into_owned()).unwrap_or_default()
+        })
+        .collect();
+    let expected: Vec<String> = (0..REASSIGN_RECORDS).map(|index| format!("moving-{index}")).collect();
+    assert_eq!(values, expected, "the moved partition holds every record, in order");
+    // The old replica deletes its copy once it applies the change.
+    let old_dir = cluster.dir.join(format!("node-{old}")).join("moving-0");
+    for _ in 0..DESCRIBE_ATTEMPTS_MAX {
+        if !old_dir.exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(!old_dir.exists(), "the old replica's log {} is still there", old_dir.display());
+}
+
+/// Goal: librdkafka's ElectLeaders works against weir: a preferred election moves a
+/// partition's leadership back to its first replica once that replica rejoined the ISR, and
+/// an unclean election of a partition with a live leader is answered ELECTION_NOT_NEEDED.
+/// Method: 3 real nodes with automatic rebalancing off; the preferred leader of a partition
+/// (RF 3) is crashed and restarted, then `confluent_elect_leaders.py` asks for each election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn librdkafka_elects_preferred_leaders_and_is_told_when_unclean_is_not_needed() {
+    let mut cluster = DevCluster::start_nodes_with(
+        3,
+        &[("WEIR_BROKER_SESSION_TIMEOUT_MS", "3000"), ("WEIR_AUTO_LEADER_REBALANCE_ENABLE", "false")],
+    );
+    let nodes = cluster.nodes();
+    let bootstrap: Vec<String> = nodes.iter().map(|node| node.kafka.clone()).collect();
+    let all: Vec<i32> = nodes.iter().map(|node| i32::try_from(node.id).expect("small")).collect();
+    let client = connect_any(&bootstrap).await;
+    let topic = NewTopic { num_partitions: 1, replication_factor: 3, ..NewTopic::new("elected") };
+    let created = Admin::new(&client).create_topics(&[topic], false).await.expect("CreateTopics answers");
+    assert!(created[0].1.is_ok(), "creating the topic failed: {created:?}");
+    let preferred = leaders_among(&client, "elected", &all).await[0].replicas[0];
+
+    let mut restart = Command::new(weir_binary());
+    let _ = restart.args(["dev-cluster", "restart", "--node", &preferred.to_string(), "--dir"]).arg(&cluster.dir);
+    scrub_weir_environment(&mut restart);
+    run_bounded(&mut restart, None, Duration::from_secs(60)).assert_success("weir dev-cluster restart");
+    // Another replica leads; the preferred one comes back into the ISR.
+    let mut state = None;
+    for _ in 0..DESCRIBE_ATTEMPTS_MAX {
+        let _ = client.refresh_metadata(Some(&["elected".to_owned()])).await;
+        let partitions = client.partitions_for("elected").await.unwrap_or_default();
+        state = partitions.into_iter().next();
+        if state.as_ref().is_some_and(|state| state.leader != preferred && state.leader >= 0 && state.isr.len() == 3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    let moved = state.expect("the partition is described");
+    assert!(moved.leader != preferred && moved.isr.len() == 3, "leadership moved and the ISR regrew: {moved:?}");
+
+    let elect = |kind: &str| {
+        let mut command = Command::new(python());
+        let _ = command
+            .arg(repo_root().join("tests/python/confluent_elect_leaders.py"))
+            .arg(bootstrap.join(","))
+            .arg("elected")
+            .arg("0")
+            .arg(kind)
+            .stdin(Stdio::null());
+        scrub_weir_environment(&mut command);
+        let output = run_bounded(&mut command, None, Duration::from_secs(60));
+        output.assert_success("confluent_elect_leaders.py");
+        output.stdout.trim().to_owned()
+    };
+    assert_eq!(elect("preferred"), "ok", "the preferred election is done");
+    let back = leaders_among(&client, "elected", &[preferred]).await;
+    assert_eq!(back[0].leader, preferred, "the preferred replica leads again");
+    assert_eq!(elect("unclean"), "ELECTION_NOT_NEEDED", "a partition with a live leader needs no unclean election");
 }
