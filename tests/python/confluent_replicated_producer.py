@@ -1,9 +1,11 @@
 """confluent-kafka-python (librdkafka) producing with acks=all while weir nodes fail.
 
-Usage: confluent_replicated_producer.py BOOTSTRAP TOPIC PARTITIONS DURATION_S OUTFILE
+Usage: confluent_replicated_producer.py BOOTSTRAP TOPIC PARTITIONS DURATION_S OUTFILE [idempotent]
 
 Sends values `py-N` round-robin over the partitions for DURATION_S seconds with acks=all, one
-request in flight per connection and no retries (no idempotence: a retry could write twice).
+request in flight per connection and no retries (no idempotence: a retry could write twice),
+or, with `idempotent`, as librdkafka's idempotent producer: five requests in flight and
+retries, which the broker must deduplicate.
 Every acknowledged record is written to OUTFILE as `partition offset value`, one per line;
 failed deliveries are only counted. Prints a summary line and exits 0.
 """
@@ -15,7 +17,8 @@ from confluent_kafka import Producer
 
 def main():
     bootstrap, topic, partitions, duration_s, outfile = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4]), sys.argv[5]
-    producer = Producer({
+    idempotent = len(sys.argv) > 6 and sys.argv[6] == "idempotent"
+    config = {
         "bootstrap.servers": bootstrap,
         "acks": "all",
         "enable.idempotence": False,
@@ -24,7 +27,16 @@ def main():
         "message.timeout.ms": 10000,
         "request.timeout.ms": 5000,
         "linger.ms": 0,
-    })
+    }
+    if idempotent:
+        config.update({
+            "enable.idempotence": True,
+            "message.send.max.retries": 1000,
+            "max.in.flight.requests.per.connection": 5,
+            "message.timeout.ms": 20000,
+            "linger.ms": 2,
+        })
+    producer = Producer(config)
     acked = []
     failed = [0]
 

@@ -29,6 +29,7 @@ const PLANTED_BUGS: &[&str] = &[
     "truncate-to-high-watermark",
     "follower-reports-unsynced",
     "expand-isr-before-epoch-start",
+    "skip-sequence-check",
 ];
 /// Lines of a failing child's stderr shown.
 const STDERR_TAIL_LINES: usize = 30;

@@ -140,10 +140,14 @@ enum Fault {
     /// A partition of the workload's topic is reassigned to other brokers (or its reassignment
     /// in progress cancelled) through AlterPartitionReassignments.
     Reassign,
+    /// A buggify window: brokers drop responses (and the connection) at random, so producers
+    /// retry batches that were written (idempotence must answer them with the original
+    /// offsets) and fsyncs are slow.
+    DropResponses,
 }
 
 /// The `controller_quorum` shape's fault mix.
-const FAULTS: [(Fault, u32); 15] = [
+const FAULTS: [(Fault, u32); 16] = [
     (Fault::Crash, 10),
     (Fault::CrashAll, 2),
     (Fault::Pause, 6),
@@ -159,10 +163,11 @@ const FAULTS: [(Fault, u32); 15] = [
     (Fault::LastReplicaStanding, 1),
     (Fault::BrokerSplit, 2),
     (Fault::Reassign, 1),
+    (Fault::DropResponses, 2),
 ];
 
 /// The `replication` shape's fault mix: mostly brokers.
-const REPLICATION_FAULTS: [(Fault, u32); 15] = [
+const REPLICATION_FAULTS: [(Fault, u32); 16] = [
     (Fault::Crash, 3),
     (Fault::CrashAll, 1),
     (Fault::Pause, 2),
@@ -178,6 +183,7 @@ const REPLICATION_FAULTS: [(Fault, u32); 15] = [
     (Fault::LastReplicaStanding, 4),
     (Fault::BrokerSplit, 6),
     (Fault::Reassign, 5),
+    (Fault::DropResponses, 5),
 ];
 
 /// Which cluster a seed draws.
@@ -959,6 +965,15 @@ impl Nemesis {
                     self.partition(links, format!("isolate broker {broker} from the controllers")).await;
                     self.count("broker-isolate");
                 }
+                Fault::DropResponses => {
+                    let length = thread_rng().gen_range(100..=2_000);
+                    self.shared.trace.event(format!("nemesis: buggify (dropped responses) for {length} ms"));
+                    madsim::buggify::enable();
+                    madsim::time::sleep(Duration::from_millis(length)).await;
+                    madsim::buggify::disable();
+                    self.shared.trace.event("nemesis: buggify off");
+                    self.count("drop-responses");
+                }
                 Fault::Reassign => {
                     if self.reassign().await {
                         self.count("reassign");
@@ -1368,11 +1383,12 @@ pub async fn run(trace: Trace, options: &RunOptions, shape: Shape) -> ScenarioOu
         format!("{} (median {} ms, max {} ms)", sorted.len(), sorted[sorted.len() / 2], sorted[sorted.len() - 1])
     };
     let summary = format!(
-        "{:?} rf {} min-isr {} lag-ms {} ops {outcomes:?} acknowledged {} voters {} brokers {} terms-led {terms} highest-index {highest} values {} topics {} broker-images-checked {images_checked} replica-events {replica_events} elr-entries {} failovers {failover_text} convergence {:?} settled {:?} isr-regrown {:?} faults {:?}",
+        "{:?} rf {} min-isr {} lag-ms {} retries {} ops {outcomes:?} acknowledged {} voters {} brokers {} terms-led {terms} highest-index {highest} values {} topics {} broker-images-checked {images_checked} replica-events {replica_events} elr-entries {} failovers {failover_text} convergence {:?} settled {:?} isr-regrown {:?} faults {:?}",
         params.shape,
         params.replication_factor,
         params.min_insync_replicas,
         params.replica_lag_time_max_ms,
+        params.workload.retries,
         report.acknowledged,
         params.voters,
         params.brokers,

@@ -5,9 +5,11 @@
 //! are unique across the run, and each process owns a producer and a consumer and performs one
 //! operation at a time. A send's outcome is `Ok` with the offset, `Fail` only when the record
 //! certainly was not written (the producer refused it, or the broker answered a definite error
-//! code), and `Info` otherwise (timeouts, lost connections, REQUEST_TIMED_OUT). The producer
-//! never retries (`retries = 0`): without idempotence a retry after a lost response would
-//! legitimately write a record twice, which the checker would report as a duplicate.
+//! code), and `Info` otherwise (timeouts, lost connections, REQUEST_TIMED_OUT). acks=all
+//! producers are idempotent and retry in most seeds (0-10 retries): a retry after a lost
+//! response must not write a record twice, which the checker reports as a duplicate, and a
+//! definite error after a retry is `Info` (an earlier attempt may have been written). acks=1
+//! producers never retry: without idempotence a retry would legitimately duplicate.
 //!
 //! Consumers use manual assignment and never reset their position silently
 //! (`auto_offset_reset = None`). An out-of-range position is legitimate only below the log
@@ -120,6 +122,10 @@ pub struct WorkloadConfig {
     pub sends_per_op_max: u32,
     /// Percent of operations that are DeleteRecords.
     pub delete_percent: u32,
+    /// Producer retries for acks=all sends, which are idempotent: a retry after a lost
+    /// response must not write the record twice. acks=1 sends never retry (they are not
+    /// idempotent, so a retry may duplicate).
+    pub retries: u32,
 }
 
 impl WorkloadConfig {
@@ -143,6 +149,7 @@ impl WorkloadConfig {
                 true => rng.gen_range(1..=5),
                 false => 0,
             },
+            retries: if rng.gen_bool(0.3) { 0 } else { rng.gen_range(1..=10) },
         }
     }
 
@@ -235,7 +242,8 @@ impl Process {
         let producer_config = ProducerConfig {
             acks,
             linger_ms: config.linger_ms,
-            retries: 0,
+            retries: if acks == Acks::All { config.retries } else { 0 },
+            enable_idempotence: true,
             delivery_timeout_ms: config.delivery_timeout_ms,
             ..ProducerConfig::default()
         };
@@ -256,6 +264,15 @@ impl Process {
 
     fn now_ms(&self) -> u64 {
         self.recorder.trace.now_ms()
+    }
+
+    /// The producer's retries (acks=all only; see [`WorkloadConfig::retries`]).
+    fn retries(&self) -> u32 {
+        if self.acks == Acks::All {
+            self.config.retries
+        } else {
+            0
+        }
     }
 
     /// Assigns every partition and seeks each to the log start offset (`to_start`, or 0 if it
@@ -350,7 +367,15 @@ impl Process {
                 Err(error) => (Outcome::Fail, None, error.to_string()),
                 Ok(delivery) => match madsim::time::timeout(bound, delivery).await {
                     Ok(Ok(metadata)) => (Outcome::Ok, Some(metadata.offset.0), String::new()),
-                    Ok(Err(error)) => (classify_send_error(&error), None, error.to_string()),
+                    Ok(Err(error)) => {
+                        // After a retry, a definite error speaks only for the last attempt: an
+                        // earlier one may have been written.
+                        let outcome = match classify_send_error(&error) {
+                            Outcome::Fail if self.retries() > 0 => Outcome::Info,
+                            outcome => outcome,
+                        };
+                        (outcome, None, error.to_string())
+                    }
                     Err(_) => {
                         self.recorder.fail(format!(
                             "p{} send of v{value} neither completed nor timed out within {bound:?}",

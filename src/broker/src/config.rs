@@ -46,6 +46,9 @@ pub struct BrokerConfig {
     /// `replica.lag.time.max.ms`: an ISR follower that has not caught up with the leader's
     /// log end for this long is proposed out of the ISR.
     pub replica_lag_time_max_ms: u64,
+    /// `producer.id.expiration.ms`: how long a partition remembers an idle idempotent
+    /// producer's sequences.
+    pub producer_id_expiration_ms: i64,
     /// The controller quorum this broker belongs to; `None` for a single node that keeps its
     /// metadata log locally.
     pub cluster: Option<crate::cluster::ClusterConfig>,
@@ -69,6 +72,7 @@ impl BrokerConfig {
             log_disk_reserve_bytes: 0,
             log_retention_check_interval_ms: LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
             replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
+            producer_id_expiration_ms: replication::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             static_configs: BTreeMap::new(),
             cluster: None,
         }

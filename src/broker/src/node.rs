@@ -412,7 +412,7 @@ impl Node {
         let log = PartitionLog::open(
             Arc::clone(&self.disk),
             dir,
-            log_config(&settings),
+            log_config(&settings, self.config.producer_id_expiration_ms),
             Arc::clone(&self.space),
             self.clock.now_ms(),
         )
@@ -427,6 +427,7 @@ impl Node {
                 any_append: self.any_append.clone(),
                 clock: Arc::clone(&self.clock),
                 replica_lag_time_max_ms: i64::try_from(self.config.replica_lag_time_max_ms).unwrap_or(i64::MAX),
+                producer_id_expiration_ms: self.config.producer_id_expiration_ms,
                 observer: self.config.cluster.as_ref().and_then(|cluster| cluster.replica_observer.clone()),
             },
         );

@@ -84,6 +84,8 @@ pub(crate) struct PartitionEnv {
     pub(crate) clock: SharedClock,
     /// `replica.lag.time.max.ms`.
     pub(crate) replica_lag_time_max_ms: i64,
+    /// `producer.id.expiration.ms`.
+    pub(crate) producer_id_expiration_ms: i64,
     /// Told of every change to the replica (the simulator's replica check).
     pub(crate) observer: Option<ReplicaObserver>,
 }
@@ -99,8 +101,9 @@ impl std::fmt::Debug for PartitionEnv {
 }
 
 /// Maps topic settings onto the log's config.
-pub(crate) fn log_config(settings: &TopicSettings) -> LogConfig {
+pub(crate) fn log_config(settings: &TopicSettings, producer_id_expiration_ms: i64) -> LogConfig {
     LogConfig {
+        producer_id_expiration_ms,
         segment_bytes: settings.segment_bytes,
         segment_ms: settings.segment_ms,
         index_interval_bytes: settings.index_interval_bytes,
@@ -154,7 +157,7 @@ impl Partition {
 
     /// Replaces the settings after a config change.
     pub(crate) fn set_settings(&self, settings: TopicSettings) {
-        self.log.set_config(log_config(&settings));
+        self.log.set_config(log_config(&settings, self.env.producer_id_expiration_ms));
         let config = self.leader_config(&settings);
         *self.settings.write().expect("settings lock is never poisoned") = settings;
         let advanced = match &mut *self.role() {

@@ -42,14 +42,40 @@ impl BatchRecord {
     }
 }
 
+/// An idempotent producer's identity and the batch's first sequence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ProducerStamp {
+    pub(crate) producer_id: i64,
+    pub(crate) producer_epoch: i16,
+    /// Sequence of the first record; the batch's records take the following ones, so
+    /// `base_sequence + records - 1` must not pass `i32::MAX` (the sender starts a new epoch
+    /// before that).
+    pub(crate) base_sequence: i32,
+}
+
 /// Encodes records into one v2 batch with base offset 0 and no producer id.
 ///
 /// # Errors
 /// `RecordEncode` with the codec's report.
+#[cfg(test)]
 pub(crate) fn encode_batch<'a>(
     topic_partition: &TopicPartition,
     records: impl Iterator<Item = &'a BatchRecord>,
     compression: Compression,
+) -> Result<Bytes, ClientError> {
+    encode_stamped_batch(topic_partition, records, compression, None)
+}
+
+/// Encodes records into one v2 batch with base offset 0, stamped with an idempotent
+/// producer's id, epoch and sequences when `stamp` is set.
+///
+/// # Errors
+/// `RecordEncode` with the codec's report.
+pub(crate) fn encode_stamped_batch<'a>(
+    topic_partition: &TopicPartition,
+    records: impl Iterator<Item = &'a BatchRecord>,
+    compression: Compression,
+    stamp: Option<ProducerStamp>,
 ) -> Result<Bytes, ClientError> {
     let records: Vec<Record> = records
         .enumerate()
@@ -60,12 +86,13 @@ pub(crate) fn encode_batch<'a>(
                 control: false,
                 delete_horizon: false,
                 partition_leader_epoch: NO_PARTITION_LEADER_EPOCH,
-                producer_id: NO_PRODUCER_ID,
-                producer_epoch: NO_PRODUCER_EPOCH,
+                producer_id: stamp.map_or(NO_PRODUCER_ID, |stamp| stamp.producer_id),
+                producer_epoch: stamp.map_or(NO_PRODUCER_EPOCH, |stamp| stamp.producer_epoch),
                 timestamp_type: TimestampType::Creation,
                 offset,
-                // Keeps offset - sequence constant so the encoder writes one batch.
-                sequence: index as i32 - 1,
+                // Keeps offset - sequence constant so the encoder writes one batch (with no
+                // stamp, base sequence -1: none).
+                sequence: stamp.map_or(-1, |stamp| stamp.base_sequence).saturating_add(index as i32),
                 timestamp: record.timestamp_ms,
                 key: record.key.clone(),
                 value: record.value.clone(),
@@ -328,5 +355,21 @@ mod tests {
         let estimate: usize =
             records.iter().map(BatchRecord::size_bytes_max).sum::<usize>() + crate::limits::RECORD_BATCH_OVERHEAD_BYTES;
         assert!(encoded.len() <= estimate, "{} > {estimate}", encoded.len());
+    }
+
+    #[test]
+    fn a_stamped_batch_carries_the_producer_and_its_sequences() {
+        let tp = TopicPartition::new("t", 0);
+        let stamp = ProducerStamp { producer_id: 4_000, producer_epoch: 3, base_sequence: 17 };
+        for compression in [Compression::None, Compression::Lz4] {
+            let encoded = encode_stamped_batch(&tp, sample().iter(), compression, Some(stamp)).expect("encodes");
+            let header = BatchHeader::parse(&encoded).expect("one batch");
+            assert_eq!(header.total_bytes(), encoded.len(), "the records make one batch");
+            assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), (4_000, 3, 17));
+            assert_eq!(header.record_count, sample().len() as i32);
+        }
+        let plain = encode_batch(&tp, sample().iter(), Compression::None).expect("encodes");
+        let header = BatchHeader::parse(&plain).expect("one batch");
+        assert_eq!((header.producer_id, header.producer_epoch, header.base_sequence), (-1, -1, -1));
     }
 }

@@ -426,6 +426,13 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "An ISR follower that has not caught up with the leader's log end for this long is removed from the ISR.",
     ),
     broker(
+        "producer.id.expiration.ms",
+        ConfigType::Long,
+        "86400000",
+        Validator::AtLeast(1),
+        "An idempotent producer with no batch newer than this is forgotten by each partition; it may then start at any sequence.",
+    ),
+    broker(
         "num.io.threads",
         ConfigType::Int,
         "0",

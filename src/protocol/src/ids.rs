@@ -43,6 +43,14 @@ newtype!(
     /// A partition index within a topic.
     PartitionIndex(i32)
 );
+newtype!(
+    /// An idempotent producer's id (InitProducerId); -1 in a batch that has none.
+    ProducerId(i64)
+);
+newtype!(
+    /// An idempotent producer's epoch; bumped when the producer restarts its sequences.
+    ProducerEpoch(i16)
+);
 
 impl Offset {
     /// The offset `count` records after this one.

@@ -17,6 +17,8 @@
 //! * [`leader`]: follower progress, the high watermark (minimum over the maximal ISR of durable
 //!   ends, only from members that fetched in this epoch, frozen under `min.insync.replicas`),
 //!   ISR shrink and expand proposals, and the outcome of acks=all produces.
+//! * [`producer_state`]: idempotent producers' sequences and their last five batches per
+//!   partition, the leader's duplicate and sequence checks (KIP-98).
 //! * [`follower_high_watermark`]: a follower's high watermark from the leader's.
 //!
 //! Errors are typed and carry the Kafka error code they answer with
@@ -24,6 +26,7 @@
 
 pub mod epoch_cache;
 pub mod leader;
+pub mod producer_state;
 pub mod truncation;
 
 use protocol::ids::{NodeId, Offset};

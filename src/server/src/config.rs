@@ -615,6 +615,7 @@ impl NodeConfig {
             log_disk_reserve_bytes: settings.number("log.disk.reserve.bytes"),
             log_retention_check_interval_ms: settings.number("log.retention.check.interval.ms"),
             replica_lag_time_max_ms: settings.number("replica.lag.time.max.ms"),
+            producer_id_expiration_ms: settings.number("producer.id.expiration.ms"),
             static_configs: settings.explicit().clone(),
             cluster: (!voters.is_empty()).then(|| broker::ClusterConfig {
                 voters: voters.iter().map(|voter| (voter.node_id.0 as u64, voter.address())).collect(),

@@ -29,6 +29,11 @@ pub struct LogConfig {
     ///
     /// Default: -1 (unlimited). Range: -1..=`i64::MAX`.
     pub retention_bytes: i64,
+    /// `producer.id.expiration.ms` (a broker setting in Kafka): an idempotent producer with no
+    /// batch newer than this is forgotten, and may then start at any sequence.
+    ///
+    /// Default: 86400000 (1 day). Range: 1..=`i64::MAX`.
+    pub producer_id_expiration_ms: i64,
 }
 
 /// Kafka's default `segment.bytes`.
@@ -46,6 +51,7 @@ impl Default for LogConfig {
             index_interval_bytes: DEFAULT_INDEX_INTERVAL_BYTES,
             retention_ms: DEFAULT_SEVEN_DAYS_MS,
             retention_bytes: -1,
+            producer_id_expiration_ms: replication::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
         }
     }
 }
@@ -60,7 +66,7 @@ impl LogConfig {
     /// # Errors
     /// [`StorageError::InvalidConfig`] naming the first field out of range.
     pub fn validate(&self) -> Result<(), StorageError> {
-        let checks: [(&'static str, i64, i64, i64); 5] = [
+        let checks: [(&'static str, i64, i64, i64); 6] = [
             (
                 "segment.bytes",
                 saturating_i64(self.segment_bytes),
@@ -76,6 +82,7 @@ impl LogConfig {
             ),
             ("retention.ms", self.retention_ms, -1, i64::MAX),
             ("retention.bytes", self.retention_bytes, -1, i64::MAX),
+            ("producer.id.expiration.ms", self.producer_id_expiration_ms, 1, i64::MAX),
         ];
         for (name, value, min, max) in checks {
             if value < min || value > max {
@@ -95,6 +102,7 @@ impl LogConfig {
             index_interval_bytes: self.index_interval_bytes.min(INDEX_INTERVAL_BYTES_MAX),
             retention_ms: self.retention_ms.max(-1),
             retention_bytes: self.retention_bytes.max(-1),
+            producer_id_expiration_ms: self.producer_id_expiration_ms.max(1),
         }
     }
 }

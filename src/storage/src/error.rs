@@ -52,6 +52,14 @@ pub enum StorageError {
         /// The log's end offset at the time.
         log_end_offset: Offset,
     },
+    /// An idempotent producer's batch was refused by the leader's sequence check; nothing of
+    /// the append was written.
+    #[error("{source}")]
+    ProducerSequence {
+        /// Which rule it broke (it carries the Kafka error code).
+        #[from]
+        source: replication::producer_state::SequenceError,
+    },
     /// An appended buffer is not a sequence of whole v2 record batches.
     #[error("invalid record batch: {source}")]
     InvalidBatch {

@@ -53,7 +53,50 @@ pub(crate) fn batch(records: usize, timestamp_ms: i64) -> BytesMut {
 
 /// A config with small segments and a dense index, no retention.
 pub(crate) fn small_config(segment_bytes: u64) -> LogConfig {
-    LogConfig { segment_bytes, segment_ms: i64::MAX, index_interval_bytes: 100, retention_ms: -1, retention_bytes: -1 }
+    LogConfig {
+        segment_bytes,
+        segment_ms: i64::MAX,
+        index_interval_bytes: 100,
+        retention_ms: -1,
+        retention_bytes: -1,
+        ..LogConfig::default()
+    }
+}
+
+/// A batch of `records` records from idempotent producer `producer_id` at `epoch`, starting
+/// at `base_sequence`.
+pub(crate) fn idempotent_batch(
+    producer_id: i64,
+    epoch: i16,
+    base_sequence: i32,
+    records: usize,
+    timestamp_ms: i64,
+) -> BytesMut {
+    let records: Vec<Record> = (0..records)
+        .map(|at| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: at as i64,
+            sequence: base_sequence + at as i32,
+            timestamp: timestamp_ms,
+            key: None,
+            value: Some(Bytes::from_static(b"idempotent")),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buffer = BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buffer,
+        &records,
+        &RecordEncodeOptions { version: 2, compression: Compression::None },
+    )
+    .expect("encode test batch");
+    buffer
 }
 
 /// A space guard with no reserve over `disk`.

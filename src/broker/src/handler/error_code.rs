@@ -55,6 +55,7 @@ pub(crate) fn storage_error_code(error: &StorageError) -> i16 {
     let code = match error {
         StorageError::OffsetOutOfRange { .. } => ResponseError::OffsetOutOfRange,
         StorageError::InvalidBatch { .. } => ResponseError::CorruptMessage,
+        StorageError::ProducerSequence { source } => return source.error_code(),
         _ => ResponseError::KafkaStorageError,
     };
     code.code()

@@ -5,9 +5,8 @@
 //! the epoch bumped; one whose epoch is exhausted gets a fresh id. Transactions are not served
 //! yet: a request with a transactional id is refused with `TRANSACTIONAL_ID_AUTHORIZATION_FAILED`.
 //!
-//! Batches carrying a producer id are appended like any other; per-partition sequence checks
-//! and deduplication (Kafka's producer state) are not implemented yet, so a retried batch whose
-//! first attempt was written can be stored twice.
+//! The ids are used by each partition's producer-state table (sequence checks and
+//! deduplication; `replication::producer_state`).
 
 use std::sync::Arc;
 

@@ -3,6 +3,12 @@
 //! acks=0 sends no response, acks=1 answers after the local append, acks=all (-1) answers once
 //! the high watermark passes the appended records, which by default means after the group
 //! commit fsync (see `partition.rs`).
+//!
+//! Idempotent producers' batches are checked by the log under its append lock
+//! (`replication::producer_state`): a retry of one of the producer's last five batches is not
+//! appended again and is answered with the original offsets (after the same wait for the high
+//! watermark), a gap in the sequence is OUT_OF_ORDER_SEQUENCE_NUMBER, and an old epoch is
+//! INVALID_PRODUCER_EPOCH.
 
 use std::sync::Arc;
 
@@ -16,6 +22,7 @@ use protocol::kafka_protocol::messages::produce_response::{
 };
 use protocol::kafka_protocol::messages::ResponseKind;
 use protocol::ResponseError;
+use replication::producer_state::ProducerBatch;
 
 use super::metadata::ensure_topic;
 use crate::config::REQUEST_WAIT_MS_MAX;
@@ -69,6 +76,15 @@ fn validate_batches(records: &Bytes, settings: &TopicSettings, now_ms: i64) -> R
         if header.record_count == 0 {
             return Err((ResponseError::InvalidRecord, "batch has no records".into()));
         }
+        if ProducerBatch::is_malformed(&header) {
+            return Err((
+                ResponseError::InvalidRecord,
+                format!(
+                    "batch of producer {} has epoch {} and base sequence {}",
+                    header.producer_id, header.producer_epoch, header.base_sequence
+                ),
+            ));
+        }
         if !settings.log_append_time && header.max_timestamp >= 0 {
             let ahead = header.max_timestamp.saturating_sub(now_ms);
             let behind = now_ms.saturating_sub(header.base_timestamp);
@@ -115,7 +131,9 @@ async fn append_partition(node: &Arc<Node>, topic: &str, data: PartitionProduceD
     match partition.append_as_leader(BytesMut::from(&records[..]), leader_epoch, settings.log_append_time, now_ms).await
     {
         Ok(info) => {
-            partition.appended(record_count, info.log_end_offset, &settings);
+            if !info.duplicate {
+                partition.appended(record_count, info.log_end_offset, &settings);
+            }
             Appended {
                 response: PartitionProduceResponse::default()
                     .with_index(index)

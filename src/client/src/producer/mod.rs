@@ -19,8 +19,13 @@
 //! * Every accepted record completes exactly once: delivered, failed, or (if the sender task
 //!   is gone) [`ProduceError::Aborted`] through the dropped reply.
 //! * Accepted-but-unfinished records hold at most `buffer_memory` estimated bytes.
-//! * Without idempotence (not implemented yet), a retry after a lost response may write a
-//!   batch twice.
+//! * Idempotence (`enable_idempotence`, on by default with acks=all): the sender takes a
+//!   producer id and epoch (InitProducerId) before its first batch and stamps each batch with
+//!   the partition's next sequence when it is first encoded; a retry sends the same bytes, so
+//!   the leader answers a batch it already has with the original offsets instead of writing
+//!   it twice. A batch that fails after it was stamped leaves its sequence unresolved, so the
+//!   sender bumps the epoch (KIP-360) and the partitions restart at sequence 0. Without
+//!   idempotence, a retry after a lost response may write a batch twice.
 
 pub(crate) mod accumulator;
 pub mod partitioner;
@@ -112,6 +117,12 @@ pub struct ProducerConfig {
     ///
     /// Default: 5. Range: 1..=[`IN_FLIGHT_REQUESTS_MAX`].
     pub max_in_flight_requests_per_connection: usize,
+    /// Idempotent producing: no duplicates from retries. Takes effect only with
+    /// [`Acks::All`]; with acks 0 or 1 the producer is not idempotent (as Kafka's producer
+    /// when idempotence is not set explicitly).
+    ///
+    /// Default: true.
+    pub enable_idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -126,11 +137,17 @@ impl Default for ProducerConfig {
             max_request_size: 1_048_576,
             buffer_memory: 32 * 1024 * 1024,
             max_in_flight_requests_per_connection: 5,
+            enable_idempotence: true,
         }
     }
 }
 
 impl ProducerConfig {
+    /// True when batches carry a producer id and sequences.
+    pub fn idempotent(&self) -> bool {
+        self.enable_idempotence && self.acks == Acks::All
+    }
+
     /// Checks every field against its documented range.
     ///
     /// # Errors

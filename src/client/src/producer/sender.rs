@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use protocol::ids::{Offset, TopicPartition};
+use protocol::kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use protocol::kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use protocol::kafka_protocol::messages::produce_response::PartitionProduceResponse;
 use protocol::kafka_protocol::messages::{ApiKey, ProduceRequest, RequestKind, ResponseKind};
@@ -18,7 +19,7 @@ use super::{Acks, ProducerConfig, RecordMetadata};
 use crate::client::{topic_name, Client};
 use crate::connection::lock;
 use crate::error::{ClientError, ProduceError};
-use crate::records::encode_batch;
+use crate::records::{encode_stamped_batch, ProducerStamp};
 
 /// State shared by the producer handles and the sender task.
 #[derive(Debug)]
@@ -40,6 +41,44 @@ pub(crate) struct Shared {
     refreshing: AtomicBool,
     /// Per-broker bound on Produce requests in flight.
     broker_slots: Mutex<BTreeMap<i32, Arc<Semaphore>>>,
+    /// The idempotent producer's id, epoch and sequences (unused when not idempotent).
+    idempotence: Mutex<Idempotence>,
+}
+
+/// An idempotent producer's identity and each partition's next sequence.
+#[derive(Debug, Default)]
+struct Idempotence {
+    /// Producer id and epoch from InitProducerId; `None` before the first answer.
+    identity: Option<(i64, i16)>,
+    /// A stamped batch failed, so its sequence may or may not be in the log: the epoch must
+    /// be bumped (and every partition restart at 0) before the next batch is stamped.
+    bump_needed: bool,
+    /// Per partition: the epoch its sequences belong to and the next sequence.
+    sequences: BTreeMap<TopicPartition, (i16, i32)>,
+}
+
+impl Idempotence {
+    /// The stamp for a batch of `records` on `topic_partition`, advancing its sequence;
+    /// `None` while no usable identity is held. A partition whose sequence would pass
+    /// `i32::MAX` asks for a new epoch instead.
+    fn stamp(&mut self, topic_partition: &TopicPartition, records: usize) -> Option<ProducerStamp> {
+        if self.bump_needed {
+            return None;
+        }
+        let (producer_id, producer_epoch) = self.identity?;
+        let records = i32::try_from(records).ok()?;
+        let entry = self.sequences.entry(topic_partition.clone()).or_insert((producer_epoch, 0));
+        if entry.0 != producer_epoch {
+            *entry = (producer_epoch, 0);
+        }
+        let base_sequence = entry.1;
+        let Some(next_sequence) = base_sequence.checked_add(records) else {
+            self.bump_needed = true;
+            return None;
+        };
+        entry.1 = next_sequence;
+        Some(ProducerStamp { producer_id, producer_epoch, base_sequence })
+    }
 }
 
 impl Shared {
@@ -53,6 +92,7 @@ impl Shared {
             closed: AtomicBool::new(false),
             refreshing: AtomicBool::new(false),
             broker_slots: Mutex::new(BTreeMap::new()),
+            idempotence: Mutex::new(Idempotence::default()),
             client,
             config,
         })
@@ -89,6 +129,9 @@ impl Shared {
     /// Fails every record of a batch with the same error.
     fn fail(&self, batch: ProducerBatch, error: ProduceError) {
         tracing::debug!(topic_partition = %batch.topic_partition, %error, "batch failed");
+        if self.config.idempotent() && batch.encoded.is_some() {
+            lock(&self.idempotence).bump_needed = true;
+        }
         for record in batch.records {
             self.complete_record(record, Err(error.clone()));
         }
@@ -159,6 +202,41 @@ impl Shared {
         }));
     }
 
+    /// Takes a producer id, or bumps the epoch of the one held (KIP-360), when idempotent and
+    /// needed. On failure the batches wait (their delivery timeout still runs).
+    async fn ensure_identity(&self) {
+        let current = {
+            let idempotence = lock(&self.idempotence);
+            if !self.config.idempotent() || (idempotence.identity.is_some() && !idempotence.bump_needed) {
+                return;
+            }
+            idempotence.identity
+        };
+        let (producer_id, producer_epoch) = current.unwrap_or((-1, -1));
+        let request = InitProducerIdRequest::default()
+            .with_transactional_id(None)
+            .with_transaction_timeout_ms(i32::MAX)
+            .with_producer_id(protocol::kafka_protocol::messages::ProducerId(producer_id))
+            .with_producer_epoch(producer_epoch);
+        let answer = match self.client.send(None, RequestKind::InitProducerId(request)).await {
+            Ok(ResponseKind::InitProducerId(response)) => match ClientError::from_code(response.error_code, None) {
+                None => Ok((response.producer_id.0, response.producer_epoch)),
+                Some(error) => Err(error),
+            },
+            Ok(_) => Err(ClientError::UnexpectedResponse { api_key: ApiKey::InitProducerId }),
+            Err(error) => Err(error),
+        };
+        match answer {
+            Ok(identity) => {
+                tracing::debug!(producer_id = identity.0, producer_epoch = identity.1, "producer identity");
+                let mut idempotence = lock(&self.idempotence);
+                idempotence.identity = Some(identity);
+                idempotence.bump_needed = false;
+            }
+            Err(error) => tracing::debug!(%error, "InitProducerId failed; batches wait"),
+        }
+    }
+
     fn broker_slots(&self, broker: i32) -> Arc<Semaphore> {
         let max = self.config.max_in_flight_requests_per_connection;
         Arc::clone(lock(&self.broker_slots).entry(broker).or_insert_with(|| Arc::new(Semaphore::new(max))))
@@ -202,6 +280,7 @@ fn may_mean_leader_moved(error: &ClientError) -> bool {
 /// The sender loop. Ends after close once every batch has completed.
 pub(crate) async fn run(shared: Arc<Shared>) {
     loop {
+        shared.ensure_identity().await;
         let now = Instant::now();
         let force = shared.flushing.load(Ordering::SeqCst) > 0 || shared.closed.load(Ordering::SeqCst);
         let ready = lock(&shared.accumulator).drain(now, force);
@@ -218,10 +297,26 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 continue;
             }
             if batch.encoded.is_none() {
+                let stamp = if shared.config.idempotent() {
+                    let stamp = lock(&shared.idempotence).stamp(&batch.topic_partition, batch.records.len());
+                    if stamp.is_none() {
+                        // No identity yet (or an epoch bump pending): try again after the backoff.
+                        let retry_at = now + shared.retry_backoff();
+                        lock(&shared.accumulator).reenqueue(batch, retry_at);
+                        continue;
+                    }
+                    stamp
+                } else {
+                    None
+                };
                 let records = batch.records.iter().map(|pending| &pending.record);
-                match encode_batch(&batch.topic_partition, records, shared.config.compression) {
+                match encode_stamped_batch(&batch.topic_partition, records, shared.config.compression, stamp) {
                     Ok(encoded) => batch.encoded = Some(encoded),
                     Err(error) => {
+                        if stamp.is_some() {
+                            // Its sequences were taken and will never be written.
+                            lock(&shared.idempotence).bump_needed = true;
+                        }
                         shared.fail(batch, ProduceError::Client(error));
                         continue;
                     }

@@ -17,6 +17,7 @@
 //! Lock order: `append_lock`, then `files_lock`, then `state`.
 
 mod epochs;
+mod producers;
 mod read;
 mod recovery;
 
@@ -33,6 +34,7 @@ use bytes::{Bytes, BytesMut};
 use protocol::batch::{self, BatchHeader};
 use protocol::ids::{LeaderEpoch, Offset};
 use replication::epoch_cache::{EpochEnd, LeaderEpochCache};
+use replication::producer_state::{ProducerBatch, ProducerStateTable, SequenceCheck};
 
 use crate::checkpoint;
 use crate::config::LogConfig;
@@ -60,6 +62,9 @@ pub struct AppendInfo {
     pub record_count: u64,
     /// Bytes appended.
     pub bytes: u64,
+    /// True when nothing was appended because an idempotent producer's batch was already in
+    /// the log: `base_offset` and `last_offset` are then the original batch's.
+    pub duplicate: bool,
 }
 
 /// What a read returned.
@@ -110,6 +115,10 @@ struct LogState {
     deleted: bool,
     /// Which leader epoch wrote which offsets (persisted before a new epoch's first batch).
     epochs: LeaderEpochCache,
+    /// Idempotent producers' sequences, derived from the batches in the log.
+    producers: ProducerStateTable,
+    /// The newest `now_ms` an operation brought (the clock a rebuild after a truncation uses).
+    clock_ms: i64,
 }
 
 impl LogState {
@@ -179,6 +188,36 @@ fn plan_append(bytes: &[u8]) -> Result<AppendPlan, StorageError> {
         position += needed;
     }
     Ok(plan)
+}
+
+/// The leader's idempotence check of an append's batches (see
+/// [`replication::producer_state`]): `Some` answer for a duplicate, which appends nothing.
+fn check_producers(
+    state: &LogState,
+    batches: &[u8],
+    plan: &AppendPlan,
+    now_ms: i64,
+) -> Result<Option<AppendInfo>, StorageError> {
+    let mut producer_batches = Vec::new();
+    for range in &plan.ranges {
+        let header = BatchHeader::parse(&batches[range.clone()])?;
+        producer_batches.extend(ProducerBatch::from_header(&header));
+    }
+    if producer_batches.is_empty() {
+        return Ok(None);
+    }
+    match state.producers.check(&producer_batches, now_ms)? {
+        SequenceCheck::Append => Ok(None),
+        SequenceCheck::Duplicate { base_offset, last_offset } => Ok(Some(AppendInfo {
+            base_offset,
+            last_offset,
+            log_end_offset: state.log_end_offset(),
+            batches: Vec::new(),
+            record_count: 0,
+            bytes: 0,
+            duplicate: true,
+        })),
+    }
 }
 
 /// True if the active segment must roll before an append of `bytes` spanning `offsets`.
@@ -270,8 +309,14 @@ impl PartitionLog {
         let _append = self.append_lock.lock().await;
         let config = self.config();
         let due = {
-            let state = self.state();
+            let mut state = self.state_mut();
             self.check_live(&state)?;
+            state.clock_ms = state.clock_ms.max(now_ms);
+            if let Origin::Leader { .. } = origin {
+                if let Some(duplicate) = check_producers(&state, &batches, &plan, now_ms)? {
+                    return Ok(duplicate);
+                }
+            }
             roll_due(state.active(), &config, bytes, plan.offsets, now_ms)
         };
         if due {
@@ -337,6 +382,9 @@ impl PartitionLog {
         }
 
         let mut state = self.state_mut();
+        for batch in headers.iter().filter_map(ProducerBatch::from_header) {
+            state.producers.apply(&batch);
+        }
         let active = state.active_mut();
         for header in &headers {
             active.on_batch(header, config.index_interval_bytes);
@@ -351,6 +399,7 @@ impl PartitionLog {
             batches: headers,
             record_count: plan.record_count,
             bytes,
+            duplicate: false,
         })
     }
 
@@ -541,6 +590,7 @@ impl PartitionLog {
             let mut state = self.state_mut();
             state.log_start_offset = offset;
             let _ = state.epochs.truncate_from_start(offset);
+            state.producers.truncate_head(offset);
             let sealed = &state.segments[..state.segments.len() - 1];
             sealed.iter().take_while(|segment| segment.next_offset <= offset).count()
         };
@@ -560,8 +610,10 @@ impl PartitionLog {
         let _append = self.append_lock.lock().await;
         let config = self.config();
         let (count, log_start_offset, new_log_start_offset) = {
-            let state = self.state();
+            let mut state = self.state_mut();
             self.check_live(&state)?;
+            state.clock_ms = state.clock_ms.max(now_ms);
+            let _ = state.producers.remove_expired(now_ms);
             let sealed = &state.segments[..state.segments.len() - 1];
             let mut count = 0;
             if config.retention_ms >= 0 {
@@ -592,6 +644,7 @@ impl PartitionLog {
             let mut state = self.state_mut();
             state.log_start_offset = new_log_start_offset;
             let _ = state.epochs.truncate_from_start(new_log_start_offset);
+            state.producers.truncate_head(new_log_start_offset);
         }
         self.remove_oldest_segments(count).await?;
         tracing::debug!(dir = %self.dir.display(), count, "retention deleted segments");
@@ -705,8 +758,19 @@ impl PartitionLog {
         if epochs.truncate_from_end(cut_offset) {
             epochs::write(&self.disk, &self.dir, &epochs).await?;
         }
+        // The producer table must forget the sequences cut: rebuilt from what stays.
+        let (views, clock_ms) = {
+            let state = self.state();
+            let mut views: Vec<producers::SegmentView> =
+                state.segments[..keep].iter().map(producers::SegmentView::of).collect();
+            views.push(producers::SegmentView::of(rebuilt.as_ref().unwrap_or(&state.segments[keep])));
+            (views, state.clock_ms)
+        };
+        let table =
+            producers::rebuild(&views, log_start_offset, self.config().producer_id_expiration_ms, clock_ms).await?;
         let mut state = self.state_mut();
         state.epochs = epochs;
+        state.producers = table;
         state.segments.truncate(keep + 1);
         if let Some(segment) = rebuilt {
             state.segments[keep] = segment;
@@ -783,6 +847,7 @@ impl PartitionLog {
         let freed_bytes = state.size_bytes();
         state.segments = vec![segment];
         state.epochs = LeaderEpochCache::new();
+        state.producers = producers::new_table(self.config().producer_id_expiration_ms);
         state.log_start_offset = offset;
         state.durable_end_offset = offset;
         state.truncations += 1;

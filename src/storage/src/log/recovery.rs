@@ -191,6 +191,10 @@ impl PartitionLog {
         if cut || (rebuilt && !epochs.entries().is_empty()) {
             super::epochs::write(&disk, &dir, &epochs).await?;
         }
+        let views: Vec<super::producers::SegmentView> =
+            segments.iter().map(super::producers::SegmentView::of).collect();
+        let producers =
+            super::producers::rebuild(&views, log_start_offset, config.producer_id_expiration_ms, now_ms).await?;
         let state = LogState {
             segments,
             log_start_offset,
@@ -198,6 +202,8 @@ impl PartitionLog {
             truncations: 0,
             deleted: false,
             epochs,
+            producers,
+            clock_ms: now_ms,
         };
         state.assert_invariants();
         tracing::debug!(
@@ -205,6 +211,7 @@ impl PartitionLog {
             %log_start_offset,
             %log_end_offset,
             segments = state.segments.len(),
+            producers = state.producers.len(),
             "opened partition log"
         );
         Ok(PartitionLog {

@@ -16,7 +16,9 @@ use crate::checkpoint::CHECKPOINT_NAME;
 use crate::disk::{OsDisk, SharedDisk};
 use crate::error::StorageError;
 use crate::limits::SEGMENT_BYTES_MIN;
-use crate::tester::{batch, encoded_batch, open_log, read_all, segment_files, small_config, FaultDisk};
+use crate::tester::{
+    batch, encoded_batch, idempotent_batch, open_log, read_all, segment_files, small_config, FaultDisk,
+};
 use crate::{LogConfig, PartitionLog, SpaceGuard};
 
 const EPOCH: LeaderEpoch = LeaderEpoch(5);
@@ -710,4 +712,59 @@ async fn a_replicated_append_keeps_the_leaders_offsets_and_epochs() {
     ));
     assert_eq!(log.log_end_offset(), Offset(5));
     assert_eq!(log.size_bytes(), expected.len() as u64);
+}
+
+#[tokio::test]
+async fn idempotent_retries_get_the_original_offsets_across_reopen_and_truncation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = small_config(SEGMENT_BYTES_MIN);
+    let now_ms = 1_000;
+    {
+        let log = open_log(dir.path(), config, now_ms).await;
+        let _ = log.append(batch(2, now_ms), EPOCH, false, now_ms).await.expect("plain batch");
+        let first = log.append(idempotent_batch(7, 0, 0, 3, now_ms), EPOCH, false, now_ms).await.expect("seq 0");
+        assert_eq!((first.base_offset, first.last_offset, first.duplicate), (Offset(2), Offset(4), false));
+        let retry = log.append(idempotent_batch(7, 0, 0, 3, now_ms), EPOCH, false, now_ms).await.expect("retry");
+        assert_eq!((retry.base_offset, retry.last_offset, retry.duplicate), (Offset(2), Offset(4), true));
+        assert_eq!((retry.record_count, log.log_end_offset()), (0, Offset(5)), "a duplicate appends nothing");
+        let gap = log.append(idempotent_batch(7, 0, 5, 1, now_ms), EPOCH, false, now_ms).await.unwrap_err();
+        assert!(matches!(gap, StorageError::ProducerSequence { .. }), "{gap}");
+        let next = log.append(idempotent_batch(7, 0, 3, 1, now_ms), EPOCH, false, now_ms).await.expect("seq 3");
+        assert_eq!(next.base_offset, Offset(5));
+        let _ = log.flush().await.expect("flush");
+    }
+    let log = open_log(dir.path(), config, now_ms + 10).await;
+    let retry = log.append(idempotent_batch(7, 0, 0, 3, now_ms), EPOCH, false, now_ms).await.expect("retry");
+    assert_eq!((retry.base_offset, retry.duplicate), (Offset(2), true), "rebuilt from the log on open");
+    let next = log.append(idempotent_batch(7, 0, 4, 1, now_ms), EPOCH, false, now_ms).await.expect("seq 4");
+    assert_eq!(next.base_offset, Offset(6));
+
+    // Cutting the last two batches forgets their sequences: seq 3 is new again.
+    log.truncate_to(Offset(5)).await.expect("truncate");
+    let again = log.append(idempotent_batch(7, 0, 3, 1, now_ms), EPOCH, false, now_ms).await.expect("seq 3 again");
+    assert_eq!((again.base_offset, again.duplicate), (Offset(5), false));
+
+    // Past producer.id.expiration.ms the producer is forgotten and may start anywhere.
+    let later_ms = now_ms + config.producer_id_expiration_ms;
+    let _ = log.apply_retention(later_ms).await.expect("retention");
+    let fresh = log.append(idempotent_batch(7, 0, 100, 1, later_ms), EPOCH, false, later_ms).await.expect("any seq");
+    assert!(!fresh.duplicate);
+}
+
+#[tokio::test]
+async fn a_replicated_copy_builds_the_same_producer_table() {
+    let leader_dir = tempfile::tempdir().expect("tempdir");
+    let follower_dir = tempfile::tempdir().expect("tempdir");
+    let config = LogConfig::default();
+    let leader = open_log(leader_dir.path(), config, 0).await;
+    let follower = open_log(follower_dir.path(), config, 0).await;
+    for sequence in [0, 2, 4] {
+        let _ = leader.append(idempotent_batch(9, 1, sequence, 2, 50), EPOCH, false, 50).await.expect("append");
+    }
+    let _ = follower.append_replicated(BytesMut::from(&read_all(&leader).await[..]), 50).await.expect("copy");
+    // The follower, once leader, answers a retry of the leader's batch from its own table.
+    let retry = follower.append(idempotent_batch(9, 1, 2, 2, 50), EPOCH, false, 50).await.expect("retry");
+    assert_eq!((retry.base_offset, retry.duplicate), (Offset(2), true));
+    let old_epoch = follower.append(idempotent_batch(9, 0, 6, 1, 50), EPOCH, false, 50).await.unwrap_err();
+    assert!(matches!(old_epoch, StorageError::ProducerSequence { .. }), "{old_epoch}");
 }
