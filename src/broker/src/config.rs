@@ -15,6 +15,10 @@ pub const LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
 /// client can pin (Kafka processes one request per connection at a time; weir reads ahead so
 /// acks=all produces on one connection share a group commit).
 pub const CONNECTION_IN_FLIGHT_MAX: usize = 64;
+/// Kafka's default `offsets.topic.num.partitions`.
+pub const OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT: i32 = 50;
+/// Kafka's default `offsets.topic.replication.factor`.
+pub const OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT: i16 = 3;
 /// Kafka's default `replica.lag.time.max.ms`.
 pub const REPLICA_LAG_TIME_MAX_MS_DEFAULT: u64 = 30_000;
 /// Longest a Produce or Fetch may ask the broker to wait.
@@ -49,6 +53,13 @@ pub struct BrokerConfig {
     /// `producer.id.expiration.ms`: how long a partition remembers an idle idempotent
     /// producer's sequences.
     pub producer_id_expiration_ms: i64,
+    /// `offsets.topic.num.partitions`: partitions of `__consumer_offsets` when it is created.
+    pub offsets_topic_num_partitions: i32,
+    /// `offsets.topic.replication.factor`: its replication factor (fewer when fewer brokers
+    /// are registered).
+    pub offsets_topic_replication_factor: i16,
+    /// The group coordinator's settings (`group.*`).
+    pub groups: coordinator::CoordinatorConfig,
     /// The controller quorum this broker belongs to; `None` for a single node that keeps its
     /// metadata log locally.
     pub cluster: Option<crate::cluster::ClusterConfig>,
@@ -73,6 +84,9 @@ impl BrokerConfig {
             log_retention_check_interval_ms: LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
             replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
             producer_id_expiration_ms: replication::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+            offsets_topic_num_partitions: OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT,
+            offsets_topic_replication_factor: OFFSETS_TOPIC_REPLICATION_FACTOR_DEFAULT,
+            groups: coordinator::CoordinatorConfig::default(),
             static_configs: BTreeMap::new(),
             cluster: None,
         }

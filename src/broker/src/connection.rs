@@ -50,7 +50,7 @@ pub(crate) async fn serve(node: Arc<Node>, stream: TcpStream) {
     let (reader, writer) = rt::io::split(stream);
     let (sender, receiver) = mpsc::channel(CONNECTION_IN_FLIGHT_MAX);
     let writer_task = rt::task::spawn(write_responses(writer, receiver));
-    if let Err(reason) = read_requests(&node, reader, sender).await {
+    if let Err(reason) = read_requests(&node, reader, sender, &peer).await {
         tracing::debug!(%peer, %reason, "closing connection");
     }
     let _ = writer_task.await;
@@ -60,6 +60,7 @@ async fn read_requests(
     node: &Arc<Node>,
     mut reader: rt::io::ReadHalf<TcpStream>,
     sender: mpsc::Sender<Outgoing>,
+    peer: &str,
 ) -> Result<(), String> {
     loop {
         let mut length = [0u8; frame::FRAME_LENGTH_BYTES];
@@ -86,7 +87,7 @@ async fn read_requests(
         };
         let (api_key, api_version, correlation_id) =
             (request.api_key, request.api_version, request.header.correlation_id);
-        let outgoing = match handler::dispatch(node, request).await {
+        let outgoing = match handler::dispatch(node, request, peer).await {
             Reply::Now(body) => Outgoing::Ready(
                 frame::encode_response(api_key, api_version, correlation_id, &body).map_err(|error| {
                     // Every handler must build responses its version can carry: this is a bug.

@@ -37,6 +37,7 @@ pub mod config;
 mod connection;
 mod error;
 mod follower;
+mod groups;
 mod handler;
 pub mod node;
 pub mod observe;

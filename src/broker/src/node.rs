@@ -89,6 +89,8 @@ pub struct Node {
     producer_ids: Mutex<(i64, i64)>,
     /// When the node started, on the monotonic clock.
     started: rt::time::Instant,
+    /// The group coordinators of the `__consumer_offsets` partitions this broker leads.
+    pub(crate) groups: crate::groups::Groups,
 }
 
 fn io_error<'a>(operation: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> BrokerError + 'a {
@@ -172,6 +174,7 @@ impl Node {
             any_append,
             producer_ids: Mutex::new((0, 0)),
             started: rt::time::Instant::now(),
+            groups: crate::groups::Groups::default(),
         });
         if let MetadataSource::Local(_) = node.metadata {
             node.remove_orphan_partition_dirs().await?;

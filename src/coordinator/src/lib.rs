@@ -48,17 +48,31 @@
 //! Errors are typed and carry the Kafka error code they answer with
 //! ([`CoordinatorError::error_code`]).
 
+mod codec;
 mod coordinator;
 mod group;
 
 #[cfg(test)]
 mod tests;
 
+pub use codec::CodecError;
 pub use coordinator::{
     CommitRequest, CommittedOffset, GroupCoordinator, GroupRecord, GroupSnapshot, GroupSummary, JoinRequest,
     JoinResult, JoinedMember, MemberDescription, Output, RequestId, SyncRequest,
 };
 pub use group::GroupState;
+
+/// The internal topic that holds the groups and their committed offsets.
+pub const CONSUMER_OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// The `__consumer_offsets` partition of a group, as Kafka places it:
+/// `abs(groupId.hashCode()) % partitions`, with Java's `String.hashCode` over UTF-16 code
+/// units, so a group has the same coordinator partition on weir as on Kafka.
+pub fn partition_for(group_id: &str, partitions: i32) -> i32 {
+    assert!(partitions > 0, "__consumer_offsets has partitions");
+    let hash = group_id.encode_utf16().fold(0i32, |hash, unit| hash.wrapping_mul(31).wrapping_add(i32::from(unit)));
+    (hash & 0x7fff_ffff) % partitions
+}
 
 /// Kafka's COORDINATOR_NOT_AVAILABLE.
 pub const COORDINATOR_NOT_AVAILABLE: i16 = 15;

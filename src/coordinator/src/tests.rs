@@ -9,6 +9,15 @@ const SESSION_MS: i32 = 10_000;
 const REBALANCE_MS: i32 = 30_000;
 const DELAY_MS: i64 = 3_000;
 
+#[test]
+fn groups_are_placed_as_kafka_places_them() {
+    // Java: "my-group".hashCode() == -1_906_497_762, whose low 31 bits are 240_985_886;
+    // "".hashCode() == 0; "polygenelubricants".hashCode() == i32::MIN.
+    assert_eq!(partition_for("my-group", 50), 240_985_886 % 50);
+    assert_eq!(partition_for("", 50), 0);
+    assert_eq!(partition_for("polygenelubricants", 50), 0);
+}
+
 fn coordinator() -> GroupCoordinator {
     GroupCoordinator::new(CoordinatorConfig::default(), 7)
 }

@@ -53,6 +53,16 @@ pub const SUPPORTED: &[ApiRange] = &[
     api(ApiKey::ElectLeaders, 0, 0, 2),
     api(ApiKey::AlterPartitionReassignments, 0, 0, 0),
     api(ApiKey::ListPartitionReassignments, 0, 0, 0),
+    api(ApiKey::JoinGroup, 0, 0, 9),
+    api(ApiKey::SyncGroup, 0, 0, 5),
+    api(ApiKey::Heartbeat, 0, 0, 4),
+    api(ApiKey::LeaveGroup, 0, 0, 5),
+    api(ApiKey::OffsetCommit, 2, 2, 9),
+    api(ApiKey::OffsetFetch, 1, 1, 9),
+    api(ApiKey::ListGroups, 0, 0, 5),
+    api(ApiKey::DescribeGroups, 0, 0, 5),
+    api(ApiKey::DeleteGroups, 0, 0, 2),
+    api(ApiKey::OffsetDelete, 0, 0, 0),
 ];
 
 /// The decodable version range of an API, or `None` if weir does not serve it.

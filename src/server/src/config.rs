@@ -616,6 +616,15 @@ impl NodeConfig {
             log_retention_check_interval_ms: settings.number("log.retention.check.interval.ms"),
             replica_lag_time_max_ms: settings.number("replica.lag.time.max.ms"),
             producer_id_expiration_ms: settings.number("producer.id.expiration.ms"),
+            offsets_topic_num_partitions: settings.number("offsets.topic.num.partitions"),
+            offsets_topic_replication_factor: i16::try_from(settings.number::<i32>("offsets.topic.replication.factor"))
+                .unwrap_or(i16::MAX),
+            groups: coordinator::CoordinatorConfig {
+                group_min_session_timeout_ms: settings.number("group.min.session.timeout.ms"),
+                group_max_session_timeout_ms: settings.number("group.max.session.timeout.ms"),
+                group_initial_rebalance_delay_ms: settings.number("group.initial.rebalance.delay.ms"),
+                group_max_size: settings.number("group.max.size"),
+            },
             static_configs: settings.explicit().clone(),
             cluster: (!voters.is_empty()).then(|| broker::ClusterConfig {
                 voters: voters.iter().map(|voter| (voter.node_id.0 as u64, voter.address())).collect(),

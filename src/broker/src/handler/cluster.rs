@@ -4,8 +4,6 @@ use std::sync::Arc;
 
 use protocol::kafka_protocol::messages::api_versions_response::{ApiVersion, ApiVersionsResponse};
 use protocol::kafka_protocol::messages::describe_cluster_response::{DescribeClusterBroker, DescribeClusterResponse};
-use protocol::kafka_protocol::messages::find_coordinator_request::FindCoordinatorRequest;
-use protocol::kafka_protocol::messages::find_coordinator_response::{Coordinator, FindCoordinatorResponse};
 use protocol::kafka_protocol::messages::BrokerId;
 
 use super::metadata::AUTHORIZED_OPERATIONS_OMITTED;
@@ -22,32 +20,6 @@ pub(crate) fn api_versions() -> ApiVersionsResponse {
             })
             .collect(),
     )
-}
-
-/// FindCoordinator: this node coordinates everything. Group and transaction APIs are not
-/// served yet, but librdkafka 2.0 needs the lookup advertised to enable compression.
-pub(crate) fn find_coordinator(
-    node: &Arc<Node>,
-    request: FindCoordinatorRequest,
-    version: i16,
-) -> FindCoordinatorResponse {
-    let (host, port, node_id) =
-        (node.config.advertised_host.clone(), i32::from(node.config.advertised_port), node.config.node_id.0);
-    if version >= 4 {
-        let coordinators = request
-            .coordinator_keys
-            .into_iter()
-            .map(|key| {
-                Coordinator::default()
-                    .with_key(key)
-                    .with_node_id(BrokerId(node_id))
-                    .with_host(str_bytes(host.clone()))
-                    .with_port(port)
-            })
-            .collect();
-        return FindCoordinatorResponse::default().with_coordinators(coordinators);
-    }
-    FindCoordinatorResponse::default().with_node_id(BrokerId(node_id)).with_host(str_bytes(host)).with_port(port)
 }
 
 /// DescribeCluster: the registered brokers.

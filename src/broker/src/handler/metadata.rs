@@ -30,10 +30,29 @@ pub(crate) async fn ensure_topic(node: &Arc<Node>, name: &str, auto_create: bool
     if !auto_create {
         return Err(ResponseError::UnknownTopicOrPartition);
     }
-    let factor = node.config.default_replication_factor;
-    match node.create_topic(name, node.config.num_partitions, factor, Vec::new(), &[]).await {
+    ensure_topic_with(node, name, node.config.num_partitions, node.config.default_replication_factor, &[]).await
+}
+
+/// Creates topic `name` with these partitions, replication factor and configs unless it
+/// exists (another request may create it meanwhile).
+///
+/// # Errors
+/// KAFKA_STORAGE_ERROR, or LEADER_NOT_AVAILABLE when too few brokers are up or the controller
+/// is away (clients retry).
+pub(crate) async fn ensure_topic_with(
+    node: &Arc<Node>,
+    name: &str,
+    partitions: i32,
+    factor: i16,
+    configs: &[(&str, &str)],
+) -> Result<(), ResponseError> {
+    if node.image().topic(name).is_some() {
+        return Ok(());
+    }
+    let configs: Vec<(String, String)> = configs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
+    match node.create_topic(name, partitions, factor, Vec::new(), &configs).await {
         Ok(_) => {
-            tracing::info!(topic = name, partitions = node.config.num_partitions, "auto-created topic");
+            tracing::info!(topic = name, partitions, "auto-created topic");
             Ok(())
         }
         // Another request created it meanwhile.

@@ -4,6 +4,7 @@ mod cluster;
 mod configs;
 mod error_code;
 mod fetch;
+mod groups;
 mod init_producer_id;
 mod list_offsets;
 mod metadata;
@@ -23,9 +24,10 @@ use crate::node::Node;
 
 pub(crate) use error_code::error_code;
 
-/// Routes a decoded request to its handler.
-pub(crate) async fn dispatch(node: &Arc<Node>, request: Request) -> Reply {
+/// Routes a decoded request to its handler. `peer` is the client's address.
+pub(crate) async fn dispatch(node: &Arc<Node>, request: Request, peer: &str) -> Reply {
     let version = request.api_version;
+    let client_id = request.header.client_id.as_ref().map(ToString::to_string).unwrap_or_default();
     match request.body {
         RequestKind::ApiVersions(_) => Reply::Now(ResponseKind::ApiVersions(cluster::api_versions())),
         RequestKind::Metadata(body) => Reply::Now(ResponseKind::Metadata(metadata::handle(node, body, version).await)),
@@ -35,7 +37,35 @@ pub(crate) async fn dispatch(node: &Arc<Node>, request: Request) -> Reply {
             Reply::Now(ResponseKind::ListOffsets(list_offsets::handle(node, body, version).await))
         }
         RequestKind::FindCoordinator(body) => {
-            Reply::Now(ResponseKind::FindCoordinator(cluster::find_coordinator(node, body, version)))
+            Reply::Now(ResponseKind::FindCoordinator(groups::find_coordinator(node, body, version).await))
+        }
+        RequestKind::JoinGroup(body) => {
+            // Kafka shows the client's address with a leading slash.
+            let host = format!("/{}", peer.rsplit_once(':').map_or(peer, |(host, _)| host));
+            groups::join_group(node, body, version, (&client_id, &host))
+        }
+        RequestKind::SyncGroup(body) => groups::sync_group(node, body, version),
+        RequestKind::Heartbeat(body) => Reply::Now(ResponseKind::Heartbeat(groups::heartbeat(node, body).await)),
+        RequestKind::LeaveGroup(body) => {
+            Reply::Now(ResponseKind::LeaveGroup(groups::leave_group(node, body, version).await))
+        }
+        RequestKind::OffsetCommit(body) => {
+            Reply::Now(ResponseKind::OffsetCommit(groups::offset_commit(node, body).await))
+        }
+        RequestKind::OffsetFetch(body) => {
+            Reply::Now(ResponseKind::OffsetFetch(groups::offset_fetch(node, body, version).await))
+        }
+        RequestKind::ListGroups(body) => {
+            Reply::Now(ResponseKind::ListGroups(groups::list_groups(node, body, version).await))
+        }
+        RequestKind::DescribeGroups(body) => {
+            Reply::Now(ResponseKind::DescribeGroups(groups::describe_groups(node, body, version).await))
+        }
+        RequestKind::DeleteGroups(body) => {
+            Reply::Now(ResponseKind::DeleteGroups(groups::delete_groups(node, body).await))
+        }
+        RequestKind::OffsetDelete(body) => {
+            Reply::Now(ResponseKind::OffsetDelete(groups::offset_delete(node, body).await))
         }
         RequestKind::DescribeCluster(_) => Reply::Now(ResponseKind::DescribeCluster(cluster::describe_cluster(node))),
         RequestKind::CreateTopics(body) => {
