@@ -19,7 +19,7 @@
 //!
 //! Layout: `harness.rs` (processes and external tools), `tester.rs` (native-client helpers),
 //! then one module per area: `clients`, `offsets`, `configs`, `durability`, `bad_input`,
-//! `disk_full`, `cli`, `dev_cluster`, `roles`, `replication`.
+//! `disk_full`, `cli`, `dev_cluster`, `roles`, `replication`, `groups`.
 
 mod bad_input;
 mod cli;
@@ -28,6 +28,7 @@ mod configs;
 mod dev_cluster;
 mod disk_full;
 mod durability;
+mod groups;
 mod harness;
 mod offsets;
 mod replication;
