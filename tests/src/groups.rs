@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 use client::admin::{Admin, NewTopic};
 
 use crate::dev_cluster::{leaders_among, DevCluster};
-use crate::harness::{python, repo_root, run_bounded, scrub_weir_environment, tail, weir_binary, WeirProcess};
+use crate::harness::{
+    python, repo_root, run_bounded, scrub_weir_environment, tail, weir_binary, weir_cli, WeirProcess,
+};
 use crate::tester::connect_any;
 
 /// How long the failover script may run.
@@ -137,4 +139,64 @@ async fn a_consumer_group_survives_the_loss_of_its_coordinator() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
+}
+
+/// Goal: `weir group` lists, describes, resets and deletes a consumer group as
+/// `kafka-consumer-groups` would: the description shows each partition's committed offset, log
+/// end offset and lag; `reset-offsets` without `--execute` changes nothing, with it moves the
+/// offsets; a group with members is refused a reset; deleting an unknown group fails. Method:
+/// a librdkafka member reads 20 of 30 records on one partition, commits and leaves
+/// (`tests/python/commit_and_leave.py`), then the CLI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_group_cli_lists_describes_resets_and_deletes() {
+    let node = WeirProcess::start(&["--group-initial-rebalance-delay-ms", "0"]);
+    let address = node.address();
+    weir_cli(&address, &["topic", "create", "cli-topic", "--partitions", "1"], None).assert_success("topic create");
+    let lines: String = (0..30).map(|i| format!("r{i}\n")).collect();
+    weir_cli(&address, &["produce", "cli-topic"], Some(&lines)).assert_success("produce");
+    let mut member = Command::new(python());
+    let _ = member
+        .arg(repo_root().join("tests/python/commit_and_leave.py"))
+        .args([address.as_str(), "cli-group", "cli-topic", "20"])
+        .env("PYTHONUNBUFFERED", "1");
+    run_bounded(&mut member, None, Duration::from_secs(120)).assert_success("commit_and_leave.py");
+
+    let listed = weir_cli(&address, &["group", "list"], None);
+    listed.assert_success("group list");
+    assert!(listed.stdout.contains("cli-group\tEmpty\tconsumer"), "group list:\n{}", listed.stdout);
+    let described = weir_cli(&address, &["group", "describe", "cli-group"], None);
+    described.assert_success("group describe");
+    assert!(described.stdout.contains("State: Empty"), "{}", described.stdout);
+    assert!(
+        described.stdout.contains("cli-topic\t0\t20\t30\t10\t"),
+        "offset 20, end 30, lag 10:\n{}",
+        described.stdout
+    );
+
+    let dry =
+        weir_cli(&address, &["group", "reset-offsets", "cli-group", "--topic", "cli-topic", "--to-earliest"], None);
+    dry.assert_success("reset-offsets dry run");
+    assert!(dry.stdout.contains("cli-topic\t0\t20\t0") && dry.stdout.contains("Dry run"), "{}", dry.stdout);
+    let unchanged = weir_cli(&address, &["group", "describe", "cli-group"], None);
+    assert!(
+        unchanged.stdout.contains("cli-topic\t0\t20\t30\t10\t"),
+        "a dry run changed offsets:\n{}",
+        unchanged.stdout
+    );
+    let executed = weir_cli(
+        &address,
+        &["group", "reset-offsets", "cli-group", "--topic", "cli-topic", "--to-offset", "7", "--execute"],
+        None,
+    );
+    executed.assert_success("reset-offsets --execute");
+    let moved = weir_cli(&address, &["group", "describe", "cli-group"], None);
+    assert!(moved.stdout.contains("cli-topic\t0\t7\t30\t23\t"), "offset 7, lag 23:\n{}", moved.stdout);
+    let ambiguous = weir_cli(&address, &["group", "reset-offsets", "cli-group", "--topic", "cli-topic"], None);
+    assert!(!ambiguous.status.success() && ambiguous.stderr.contains("exactly one"), "{}", ambiguous.stderr);
+
+    let unknown = weir_cli(&address, &["group", "delete", "no-such-group"], None);
+    assert!(!unknown.status.success() && unknown.stderr.contains("GroupIdNotFound"), "{}", unknown.stderr);
+    weir_cli(&address, &["group", "delete", "cli-group"], None).assert_success("group delete");
+    let after = weir_cli(&address, &["group", "list"], None);
+    assert!(!after.stdout.contains("cli-group"), "deleted group still listed:\n{}", after.stdout);
 }

@@ -223,6 +223,11 @@ impl Admin {
         Admin { client: client.clone() }
     }
 
+    /// The client this handle uses.
+    pub(crate) fn client(&self) -> &Client {
+        &self.client
+    }
+
     fn timeout_ms(&self) -> i32 {
         i32::try_from(self.client.config().request_timeout_ms).unwrap_or(i32::MAX)
     }

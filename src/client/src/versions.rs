@@ -30,7 +30,14 @@ pub const CLIENT_MAX_VERSIONS: &[(ApiKey, i16)] = &[
     (ApiKey::IncrementalAlterConfigs, 1),
     (ApiKey::CreatePartitions, 3),
     (ApiKey::DescribeCluster, 1),
-    (ApiKey::FindCoordinator, 4),
+    // v3: one key per request (v4 batches keys in another field).
+    (ApiKey::FindCoordinator, 3),
+    // Group administration: the single-group OffsetFetch layout, and no topic ids.
+    (ApiKey::OffsetFetch, 7),
+    (ApiKey::OffsetCommit, 8),
+    (ApiKey::ListGroups, 5),
+    (ApiKey::DescribeGroups, 5),
+    (ApiKey::DeleteGroups, 2),
     (ApiKey::InitProducerId, 4),
 ];
 

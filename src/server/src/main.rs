@@ -33,6 +33,13 @@ enum Command {
         #[command(flatten)]
         target: Target,
     },
+    /// List, describe and delete consumer groups, and reset their committed offsets.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Produce lines of standard input as records.
     Produce {
         /// Topic.
@@ -161,6 +168,50 @@ struct Target {
     /// Bootstrap servers, host:port[,host:port...].
     #[arg(long, short = 'b', global = true, env = "WEIR_BOOTSTRAP_SERVER", default_value = "127.0.0.1:9092")]
     bootstrap_server: String,
+}
+
+#[derive(Debug, Subcommand)]
+enum GroupCommand {
+    /// List every group with its state and protocol type.
+    List,
+    /// Show a group's state and members, and per partition its committed offset, log end
+    /// offset, lag and owner.
+    Describe {
+        /// Group id.
+        group: String,
+    },
+    /// Delete a group without members, with its committed offsets.
+    Delete {
+        /// Group id.
+        group: String,
+    },
+    /// Move a group's committed offsets on a topic (the group must have no members). Prints
+    /// the plan; commits it only with --execute.
+    ResetOffsets {
+        /// Group id.
+        group: String,
+        /// Topic whose offsets move.
+        #[arg(long)]
+        topic: String,
+        /// Only this partition (default: all).
+        #[arg(long)]
+        partition: Option<i32>,
+        /// To each partition's log start offset.
+        #[arg(long)]
+        to_earliest: bool,
+        /// To each partition's log end offset.
+        #[arg(long)]
+        to_latest: bool,
+        /// To the first offset at or after this time, in ms since the epoch.
+        #[arg(long)]
+        to_timestamp: Option<i64>,
+        /// To this offset (clamped into each partition's range).
+        #[arg(long)]
+        to_offset: Option<i64>,
+        /// Commit the plan (without it, a dry run).
+        #[arg(long)]
+        execute: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -384,6 +435,36 @@ fn main() -> std::process::ExitCode {
                 }
                 TopicCommand::Reassign { name, partition, replicas, cancel } => {
                     cmd::topic::reassign(bootstrap, &name, partition, (!cancel).then_some(replicas)).await
+                }
+            }
+        }),
+        Command::Group { command, target } => client_command(async move {
+            let bootstrap = target.bootstrap_server.as_str();
+            match command {
+                GroupCommand::List => cmd::group::list(bootstrap).await,
+                GroupCommand::Describe { group } => cmd::group::describe(bootstrap, &group).await,
+                GroupCommand::Delete { group } => cmd::group::delete(bootstrap, &group).await,
+                GroupCommand::ResetOffsets {
+                    group,
+                    topic,
+                    partition,
+                    to_earliest,
+                    to_latest,
+                    to_timestamp,
+                    to_offset,
+                    execute,
+                } => {
+                    let targets = [
+                        to_earliest.then_some(cmd::group::ResetTo::Earliest),
+                        to_latest.then_some(cmd::group::ResetTo::Latest),
+                        to_timestamp.map(cmd::group::ResetTo::Timestamp),
+                        to_offset.map(cmd::group::ResetTo::Offset),
+                    ];
+                    let chosen: Vec<cmd::group::ResetTo> = targets.into_iter().flatten().collect();
+                    let [to] = chosen[..] else {
+                        anyhow::bail!("give exactly one of --to-earliest, --to-latest, --to-timestamp, --to-offset");
+                    };
+                    cmd::group::reset_offsets(bootstrap, &group, &topic, partition, to, !execute).await
                 }
             }
         }),

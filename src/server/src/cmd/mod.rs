@@ -6,6 +6,7 @@ pub mod consume;
 // Real processes and signals: not part of the simulated node.
 #[cfg(not(madsim))]
 pub mod dev_cluster;
+pub mod group;
 pub mod produce;
 pub mod topic;
 
