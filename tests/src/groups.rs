@@ -200,3 +200,215 @@ async fn the_group_cli_lists_describes_resets_and_deletes() {
     let after = weir_cli(&address, &["group", "list"], None);
     assert!(!after.stdout.contains("cli-group"), "deleted group still listed:\n{}", after.stdout);
 }
+
+/// Records of the native group test.
+const NATIVE_RECORDS: usize = 300;
+/// Partitions of the native group test's topic.
+const NATIVE_PARTITIONS: i32 = 6;
+
+/// Goal: the native client's group consumer works with each of the four assignors: two
+/// members share a topic, never own one partition at the same time, together read every
+/// record, and their auto-commits cover every record when they close. Also a librdkafka
+/// member joins the same group as a native one (both speak `range`) and between them they
+/// read everything. Method: one node; per assignor a fresh group whose two `GroupConsumer`s
+/// are polled in turn; then `tests/python/commit_and_leave.py` next to a native member.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn native_group_consumers_share_partitions_with_every_assignor() {
+    use client::consumer::{ConsumerConfig, OffsetReset};
+    use client::group::assignor::Assignor;
+    use client::group::{GroupConfig, GroupConsumer};
+    use client::producer::{Producer, ProducerConfig, ProducerRecord};
+    use protocol::ids::TopicPartition;
+    use std::collections::{BTreeMap, BTreeSet};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let node = WeirProcess::start(&["--group-initial-rebalance-delay-ms", "0"]);
+    let client = connect_any(&[node.address()]).await;
+    crate::tester::create_topic(&client, "native-groups", NATIVE_PARTITIONS, &[]).await;
+    let producer = Producer::new(client.clone(), ProducerConfig::default()).expect("producer");
+    let produce = |prefix: String| {
+        let producer = producer.clone();
+        async move {
+            let values: BTreeSet<String> = (0..NATIVE_RECORDS).map(|i| format!("{prefix}-{i}")).collect();
+            for (index, value) in values.iter().enumerate() {
+                let partition = i32::try_from(index).expect("small") % NATIVE_PARTITIONS;
+                let _ =
+                    producer.send(ProducerRecord::new("native-groups", value.clone()).with_partition(partition)).await;
+            }
+            producer.flush().await.expect("flush");
+            values
+        }
+    };
+    let admin = Admin::new(&client);
+    let value_of = |record: &client::consumer::ConsumerRecord| {
+        record.value.as_ref().map(|value| String::from_utf8_lossy(value).into_owned())
+    };
+
+    // Each member has its own client (and connections), as separate processes would.
+    let bootstrap = vec![node.address()];
+    let member = |group: &str, assignor: Assignor| {
+        let client = connect_any(&bootstrap);
+        let group = group.to_owned();
+        async move {
+            let client = client.await;
+            let config = GroupConfig {
+                heartbeat_interval_ms: 300,
+                session_timeout_ms: 6_000,
+                auto_commit_interval_ms: 200,
+                assignors: vec![assignor],
+                ..GroupConfig::new(group.clone())
+            };
+            let consumer_config =
+                ConsumerConfig { auto_offset_reset: OffsetReset::Latest, ..ConsumerConfig::default() };
+            let mut consumer = GroupConsumer::new(client, consumer_config, config).expect("valid config");
+            consumer.subscribe(vec!["native-groups".to_owned()]);
+            consumer
+        }
+    };
+    for assignor in [Assignor::Range, Assignor::RoundRobin, Assignor::Sticky, Assignor::CooperativeSticky] {
+        let group = format!("native-{}", assignor.name());
+        // Each member polls in its own task (as separate processes would), recording what it
+        // read and, after every poll, its generation and assignment.
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+        let owners = Arc::new(Mutex::new(BTreeMap::<(i32, TopicPartition), String>::new()));
+        let conflicts = Arc::new(Mutex::new(Vec::<String>::new()));
+        let assigned = Arc::new(Mutex::new([false; 2]));
+        let mut tasks = Vec::new();
+        for index in 0..2 {
+            let mut consumer = member(&group, assignor).await;
+            let (stop, seen, owners, conflicts, assigned) = (
+                Arc::clone(&stop),
+                Arc::clone(&seen),
+                Arc::clone(&owners),
+                Arc::clone(&conflicts),
+                Arc::clone(&assigned),
+            );
+            tasks.push(tokio::spawn(async move {
+                let mut read = 0usize;
+                while !stop.load(Ordering::SeqCst) {
+                    let records = consumer.poll(Duration::from_millis(100)).await.expect("poll");
+                    read += records.len();
+                    seen.lock().expect("lock").extend(records.iter().filter_map(value_of));
+                    let (member_id, generation) = consumer.generation();
+                    let assignment = consumer.assignment();
+                    assigned.lock().expect("lock")[index] = !assignment.is_empty();
+                    let mut owners = owners.lock().expect("lock");
+                    for partition in assignment {
+                        if let Some(other) = owners.insert((generation, partition.clone()), member_id.clone()) {
+                            if other != member_id {
+                                conflicts
+                                    .lock()
+                                    .expect("lock")
+                                    .push(format!("{partition} in generation {generation}: {other} and {member_id}"));
+                            }
+                        }
+                    }
+                }
+                consumer.close().await.expect("close");
+                read
+            }));
+            // The second member joins a group that already has a generation.
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let started = Instant::now();
+        while !assigned.lock().expect("lock").iter().all(|has| *has) {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "{}: the members never both had partitions",
+                assignor.name()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let values = produce(assignor.name().to_owned()).await;
+        while !values.is_subset(&seen.lock().expect("lock")) {
+            let read = seen.lock().expect("lock").intersection(&values).count();
+            assert!(
+                started.elapsed() < Duration::from_secs(90),
+                "{}: read {read} of {}",
+                assignor.name(),
+                values.len()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        stop.store(true, Ordering::SeqCst);
+        let mut read_by = Vec::new();
+        for task in tasks {
+            read_by.push(task.await.expect("member task"));
+        }
+        assert!(read_by.iter().all(|read| *read > 0), "{}: a member read nothing: {read_by:?}", assignor.name());
+        let conflicts = conflicts.lock().expect("lock").clone();
+        assert!(
+            conflicts.is_empty(),
+            "{}: partitions with two owners in one generation: {conflicts:?}\n{}",
+            assignor.name(),
+            node.stderr()
+        );
+        let committed = admin.list_group_offsets(&group).await.expect("offsets");
+        let ends = committed.values().map(|offset| offset.0).sum::<i64>();
+        let end_offsets: i64 = {
+            let mut sum = 0;
+            for partition in 0..NATIVE_PARTITIONS {
+                sum += crate::tester::log_end_offset(&client, "native-groups", partition).await;
+            }
+            sum
+        };
+        assert_eq!(ends, end_offsets, "{}: commits {committed:?} do not reach the log ends", assignor.name());
+        eprintln!("groups: {} read {:?} records per member", assignor.name(), read_by);
+    }
+
+    // A librdkafka member and a native one in one group (both speak `range`).
+    let stop = Arc::new(AtomicBool::new(false));
+    let native_seen = Arc::new(Mutex::new(BTreeSet::<String>::new()));
+    let mut native = member("mixed", Assignor::Range).await;
+    let (native_stop, native_values) = (Arc::clone(&stop), Arc::clone(&native_seen));
+    let native_task = tokio::spawn(async move {
+        while !native_stop.load(Ordering::SeqCst) {
+            let records = native.poll(Duration::from_millis(100)).await.expect("poll");
+            native_values.lock().expect("lock").extend(records.iter().filter_map(value_of));
+        }
+        native.close().await.expect("close");
+    });
+    let mut python_member = Command::new(python());
+    let _ = python_member
+        .arg(repo_root().join("tests/python/group_member.py"))
+        .args([node.address().as_str(), "mixed", "native-groups", "20"])
+        .env("PYTHONUNBUFFERED", "1");
+    let python_run =
+        tokio::task::spawn_blocking(move || run_bounded(&mut python_member, None, Duration::from_secs(120)));
+    let started = Instant::now();
+    loop {
+        let members = admin.describe_group("mixed").await.map(|group| group.members).unwrap_or_default();
+        if members.len() == 2 && members.iter().all(|member| !member.assignment.is_empty()) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the mixed group never had two assigned members: {members:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let values = produce("mixed".to_owned()).await;
+    let python_output = python_run.await.expect("joined");
+    python_output.assert_success("group_member.py");
+    stop.store(true, Ordering::SeqCst);
+    native_task.await.expect("native member");
+    let python_values: BTreeSet<String> =
+        python_output.stdout.lines().filter_map(|line| line.strip_prefix("value ").map(str::to_owned)).collect();
+    let native_values = native_seen.lock().expect("lock").clone();
+    let union: BTreeSet<String> = native_values.union(&python_values).cloned().collect();
+    assert!(
+        values.is_subset(&union) && !python_values.is_disjoint(&values) && !native_values.is_disjoint(&values),
+        "mixed group: native read {}, librdkafka read {} ({}), of {} new records",
+        native_values.intersection(&values).count(),
+        python_values.intersection(&values).count(),
+        python_output.stdout.lines().next().unwrap_or_default(),
+        values.len()
+    );
+    eprintln!(
+        "groups: mixed group: native read {}, librdkafka read {}",
+        native_values.intersection(&values).count(),
+        python_values.intersection(&values).count()
+    );
+}

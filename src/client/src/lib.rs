@@ -56,6 +56,7 @@ mod config;
 mod connection;
 pub mod consumer;
 mod error;
+pub mod group;
 pub mod groups;
 pub mod limits;
 pub mod producer;

@@ -80,6 +80,10 @@ enum Command {
         /// Exit after this many milliseconds without a record.
         #[arg(long)]
         timeout_ms: Option<u64>,
+        /// Consume as a member of this consumer group (partitions from the group, start at
+        /// its committed offsets, commit what is printed).
+        #[arg(long)]
+        group: Option<String>,
         /// Print keys.
         #[arg(long)]
         print_key: bool,
@@ -494,6 +498,7 @@ fn main() -> std::process::ExitCode {
             print_offset,
             print_timestamp,
             separator,
+            group,
         } => {
             let start = match (from_beginning, offset) {
                 (true, _) => StartAt::Beginning,
@@ -514,6 +519,7 @@ fn main() -> std::process::ExitCode {
                         print_offset,
                         print_timestamp,
                         separator,
+                        group,
                     },
                 )
                 .await

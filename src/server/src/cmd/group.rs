@@ -29,7 +29,7 @@ pub async fn list(bootstrap: &str) -> anyhow::Result<()> {
     let client = connect(bootstrap).await?;
     let groups = Admin::new(&client).list_groups().await.context("cannot list groups")?;
     for group in groups {
-        println!(
+        outln!(
             "{}\t{}\t{}",
             group.group_id,
             group.state,
@@ -51,7 +51,7 @@ pub async fn describe(bootstrap: &str, group_id: &str) -> anyhow::Result<()> {
         admin.describe_group(group_id).await.with_context(|| format!("cannot describe group {group_id}"))?;
     let committed =
         admin.list_group_offsets(group_id).await.with_context(|| format!("cannot read the offsets of {group_id}"))?;
-    println!(
+    outln!(
         "Group: {}\tState: {}\tProtocol: {}\tCoordinator: {}\tMembers: {}",
         description.group_id,
         description.state,
@@ -71,7 +71,7 @@ pub async fn describe(bootstrap: &str, group_id: &str) -> anyhow::Result<()> {
     let mut partitions: Vec<TopicPartition> = committed.keys().chain(owners.keys()).cloned().collect();
     partitions.sort();
     partitions.dedup();
-    println!("TOPIC\tPARTITION\tCURRENT-OFFSET\tLOG-END-OFFSET\tLAG\tMEMBER-ID\tCLIENT-ID\tHOST");
+    outln!("TOPIC\tPARTITION\tCURRENT-OFFSET\tLOG-END-OFFSET\tLAG\tMEMBER-ID\tCLIENT-ID\tHOST");
     for partition in partitions {
         let end = admin.list_offsets(&partition, OffsetSpec::Latest).await.map(|(offset, _)| offset.0).ok();
         let current = committed.get(&partition).map(|offset| offset.0);
@@ -81,7 +81,7 @@ pub async fn describe(bootstrap: &str, group_id: &str) -> anyhow::Result<()> {
         };
         let (member, client_id, host) =
             owners.get(&partition).cloned().unwrap_or_else(|| ("-".into(), "-".into(), "-".into()));
-        println!(
+        outln!(
             "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}",
             partition.topic,
             partition.partition,
@@ -103,7 +103,7 @@ pub async fn describe(bootstrap: &str, group_id: &str) -> anyhow::Result<()> {
 pub async fn delete(bootstrap: &str, group_id: &str) -> anyhow::Result<()> {
     let client = connect(bootstrap).await?;
     Admin::new(&client).delete_group(group_id).await.with_context(|| format!("cannot delete group {group_id}"))?;
-    println!("Deleted group {group_id}.");
+    outln!("Deleted group {group_id}.");
     Ok(())
 }
 
@@ -142,7 +142,7 @@ pub async fn reset_offsets(
     }
     let committed = admin.list_group_offsets(group_id).await.unwrap_or_default();
     let mut plan = BTreeMap::new();
-    println!("TOPIC\tPARTITION\tCURRENT-OFFSET\tNEW-OFFSET");
+    outln!("TOPIC\tPARTITION\tCURRENT-OFFSET\tNEW-OFFSET");
     for index in partitions {
         let topic_partition = TopicPartition::new(topic, index);
         let (start, _) = admin.list_offsets(&topic_partition, OffsetSpec::Earliest).await?;
@@ -160,7 +160,7 @@ pub async fn reset_offsets(
             }
             ResetTo::Offset(offset) => Offset(offset.clamp(start.0, end.0)),
         };
-        println!(
+        outln!(
             "{topic}\t{index}\t{}\t{}",
             committed.get(&topic_partition).map_or_else(|| "-".to_owned(), |offset| offset.0.to_string()),
             target.0
@@ -168,13 +168,13 @@ pub async fn reset_offsets(
         let _ = plan.insert(topic_partition, target);
     }
     if dry_run {
-        println!("Dry run: nothing committed (add --execute to commit).");
+        outln!("Dry run: nothing committed (add --execute to commit).");
         return Ok(());
     }
     admin
         .alter_group_offsets(group_id, &plan)
         .await
         .with_context(|| format!("cannot commit the offsets of {group_id}"))?;
-    println!("Committed {} offset(s) for group {group_id}.", plan.len());
+    outln!("Committed {} offset(s) for group {group_id}.", plan.len());
     Ok(())
 }

@@ -1,5 +1,14 @@
 //! CLI commands: front ends over the native client, and `dev-cluster`, which runs nodes.
 
+/// Prints a line to standard output, returning the error (rather than panicking as
+/// `println!` does) when the reader went away, as with `weir group list | head -1`.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*)?
+    }};
+}
+
 pub mod bench;
 pub mod cluster;
 pub mod consume;
