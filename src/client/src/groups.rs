@@ -14,7 +14,7 @@ use protocol::kafka_protocol::messages::offset_commit_request::{
 };
 use protocol::kafka_protocol::messages::{
     ApiKey, DeleteGroupsRequest, DescribeGroupsRequest, FindCoordinatorRequest, GroupId, ListGroupsRequest,
-    OffsetCommitRequest, OffsetFetchRequest, RequestKind, ResponseKind,
+    OffsetCommitRequest, OffsetFetchRequest, OffsetFetchResponse, RequestKind, ResponseKind,
 };
 use protocol::kafka_protocol::protocol::StrBytes;
 
@@ -101,6 +101,34 @@ pub fn decode_consumer_assignment(bytes: &[u8]) -> Option<Vec<TopicPartition>> {
         }
     }
     Some(assignment)
+}
+
+/// The committed offsets of a single-group OffsetFetch answer (v1-7); partitions without a
+/// commit are left out.
+///
+/// # Errors
+/// The group's or a partition's error.
+pub(crate) fn committed_offsets(
+    response: OffsetFetchResponse,
+) -> Result<BTreeMap<TopicPartition, Offset>, ClientError> {
+    if let Some(error) = ClientError::from_code(response.error_code, None) {
+        return Err(error);
+    }
+    let mut offsets = BTreeMap::new();
+    for topic in response.topics {
+        for partition in topic.partitions {
+            if let Some(error) = ClientError::from_code(partition.error_code, None) {
+                return Err(error);
+            }
+            if partition.committed_offset >= 0 {
+                let _ = offsets.insert(
+                    TopicPartition::new(topic.name.to_string(), partition.partition_index),
+                    Offset(partition.committed_offset),
+                );
+            }
+        }
+    }
+    Ok(offsets)
 }
 
 fn unexpected(api_key: ApiKey) -> ClientError {
@@ -215,24 +243,7 @@ impl Admin {
             ResponseKind::OffsetFetch(response) => response,
             _ => return Err(unexpected(ApiKey::OffsetFetch)),
         };
-        if let Some(error) = ClientError::from_code(response.error_code, None) {
-            return Err(error);
-        }
-        let mut offsets = BTreeMap::new();
-        for topic in response.topics {
-            for partition in topic.partitions {
-                if let Some(error) = ClientError::from_code(partition.error_code, None) {
-                    return Err(error);
-                }
-                if partition.committed_offset >= 0 {
-                    let _ = offsets.insert(
-                        TopicPartition::new(topic.name.to_string(), partition.partition_index),
-                        Offset(partition.committed_offset),
-                    );
-                }
-            }
-        }
-        Ok(offsets)
+        committed_offsets(response)
     }
 
     /// Sets a group's committed offsets (the group must have no members).

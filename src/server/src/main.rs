@@ -305,6 +305,9 @@ enum BenchCommand {
         /// Producer batch size in bytes.
         #[arg(long, default_value_t = 262_144)]
         batch_size: usize,
+        /// Turn idempotence off (on by default with acks=all).
+        #[arg(long)]
+        no_idempotence: bool,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
@@ -536,6 +539,7 @@ fn main() -> std::process::ExitCode {
                     acks,
                     linger_ms,
                     batch_size,
+                    no_idempotence,
                     json,
                 } => {
                     let count = if count.is_none() && duration_s.is_none() { Some(1_000_000) } else { count };
@@ -550,6 +554,7 @@ fn main() -> std::process::ExitCode {
                             acks: acks.into(),
                             linger_ms,
                             batch_size,
+                            enable_idempotence: !no_idempotence,
                         },
                         json,
                     )

@@ -344,25 +344,7 @@ impl GroupConsumer {
             ResponseKind::OffsetFetch(response) => response,
             _ => return Err(ClientError::UnexpectedResponse { api_key: ApiKey::OffsetFetch }),
         };
-        if let Some(error) = ClientError::from_code(response.error_code, None) {
-            self.on_group_error(&error);
-            return Err(error);
-        }
-        let mut committed = BTreeMap::new();
-        for topic in response.topics {
-            for partition in topic.partitions {
-                if let Some(error) = ClientError::from_code(partition.error_code, None) {
-                    return Err(error);
-                }
-                if partition.committed_offset >= 0 {
-                    let _ = committed.insert(
-                        TopicPartition::new(topic.name.to_string(), partition.partition_index),
-                        Offset(partition.committed_offset),
-                    );
-                }
-            }
-        }
-        Ok(committed)
+        crate::groups::committed_offsets(response).inspect_err(|error| self.on_group_error(error))
     }
 
     /// Commits (with auto-commit), gives up the partitions and leaves the group.

@@ -41,6 +41,8 @@ pub struct ProduceBench {
     pub linger_ms: u64,
     /// Producer batch size.
     pub batch_size: usize,
+    /// Idempotent producing (the producer's default with acks=all).
+    pub enable_idempotence: bool,
 }
 
 /// The measured result.
@@ -116,6 +118,7 @@ pub async fn produce(bootstrap: &str, options: ProduceBench, json: bool) -> anyh
             acks: options.acks,
             linger_ms: options.linger_ms,
             batch_size: options.batch_size,
+            enable_idempotence: options.enable_idempotence,
             ..ProducerConfig::default()
         },
     )?;
