@@ -14,6 +14,7 @@
 pub mod checker;
 pub mod clock;
 pub mod disk;
+pub mod group_check;
 pub mod image_check;
 pub mod quorum_check;
 pub mod raft_fs;

@@ -31,6 +31,8 @@
 #[cfg(madsim)]
 pub mod controller_quorum;
 #[cfg(madsim)]
+pub mod group_member;
+#[cfg(madsim)]
 pub mod single_node_durability;
 #[cfg(madsim)]
 pub mod workload;

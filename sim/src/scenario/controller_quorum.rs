@@ -80,6 +80,7 @@ use protocol::ids::{NodeId, TopicPartition};
 use server::config::{NodeConfig, Settings};
 use storage::raft_log::RaftLogStore;
 
+use super::group_member;
 use super::workload::{self, Recorder, WorkloadConfig};
 use super::{RunOptions, ScenarioOutcome};
 use crate::checker;
@@ -233,6 +234,10 @@ struct Params {
     acks_all_processes: u64,
     acks_one_process: bool,
     workload: WorkloadConfig,
+    /// The consumer group reading the workload's topic (`replication` shape only).
+    group: group_member::GroupParams,
+    /// `group.initial.rebalance.delay.ms`.
+    group_initial_rebalance_delay_ms: u64,
 }
 
 impl Params {
@@ -282,6 +287,11 @@ impl Params {
                 .iter()
                 .map(|(fault, weight)| (*fault, if rng.gen_bool(0.2) { 0 } else { *weight }))
                 .collect(),
+            group: match shape {
+                Shape::Replication => group_member::GroupParams::draw(),
+                Shape::Controllers => group_member::GroupParams { members: 0, ..group_member::GroupParams::draw() },
+            },
+            group_initial_rebalance_delay_ms: rng.gen_range(0..=1_000),
         }
     }
 
@@ -517,6 +527,9 @@ async fn broker_incarnation(broker: u64, shared: Arc<Shared>) {
         ("broker.heartbeat.interval.ms", shared.params.heartbeat_interval_ms.to_string()),
         ("auto.create.topics.enable", "false".to_owned()),
         ("replica.lag.time.max.ms", shared.params.replica_lag_time_max_ms.to_string()),
+        ("offsets.topic.num.partitions", "3".to_owned()),
+        ("offsets.topic.replication.factor", shared.params.brokers.min(3).to_string()),
+        ("group.initial.rebalance.delay.ms", shared.params.group_initial_rebalance_delay_ms.to_string()),
     ]
     .into_iter()
     .flat_map(|(name, value)| [format!("--{}", name.replace('.', "-")), value])
@@ -1292,6 +1305,18 @@ pub async fn run(trace: Trace, options: &RunOptions, shape: Shape) -> ScenarioOu
         let (recorder, workload, stop) = (Arc::clone(&recorder), params.workload.clone(), Arc::clone(&stop));
         workers.push(client.spawn(workload::run_process(id, acks, recorder, workload, stop)));
     }
+    let group_checks = Arc::new(crate::group_check::GroupChecks::default());
+    for index in 0..params.group.members {
+        let id = group_member::MEMBER_ID_BASE + index;
+        let member = handle
+            .create_node()
+            .name(format!("member-{index}"))
+            .ip(format!("10.0.4.{}", index + 1).parse().expect("valid IP"))
+            .build();
+        let (recorder, workload, stop) = (Arc::clone(&recorder), params.workload.clone(), Arc::clone(&stop));
+        let (group, checks) = (params.group.clone(), Arc::clone(&group_checks));
+        workers.push(member.spawn(group_member::run_member(id, recorder, workload, group, checks, stop)));
+    }
     let node_ids: Vec<_> = nodes.values().map(NodeHandle::id).collect();
     let safety_end = trace.now_ms() + params.safety_ms;
     let nemesis_admin = handle.create_node().name("nemesis-admin").ip("10.0.2.3".parse().expect("valid IP")).build();
@@ -1373,6 +1398,7 @@ pub async fn run(trace: Trace, options: &RunOptions, shape: Shape) -> ScenarioOu
         (replicas.violations(), replicas.events())
     };
     failures.extend(replica_violations);
+    failures.extend(group_checks.violations());
     failures.extend(shared.failures.lock().expect("failures lock").iter().cloned());
     let failovers = shared.failovers_ms.lock().expect("lock").clone();
     let failover_text = if failovers.is_empty() {
@@ -1383,12 +1409,15 @@ pub async fn run(trace: Trace, options: &RunOptions, shape: Shape) -> ScenarioOu
         format!("{} (median {} ms, max {} ms)", sorted.len(), sorted[sorted.len() / 2], sorted[sorted.len() - 1])
     };
     let summary = format!(
-        "{:?} rf {} min-isr {} lag-ms {} retries {} ops {outcomes:?} acknowledged {} voters {} brokers {} terms-led {terms} highest-index {highest} values {} topics {} broker-images-checked {images_checked} replica-events {replica_events} elr-entries {} failovers {failover_text} convergence {:?} settled {:?} isr-regrown {:?} faults {:?}",
+        "{:?} rf {} min-isr {} lag-ms {} retries {} group {} members {:?} {} ops {outcomes:?} acknowledged {} voters {} brokers {} terms-led {terms} highest-index {highest} values {} topics {} broker-images-checked {images_checked} replica-events {replica_events} elr-entries {} failovers {failover_text} convergence {:?} settled {:?} isr-regrown {:?} faults {:?}",
         params.shape,
         params.replication_factor,
         params.min_insync_replicas,
         params.replica_lag_time_max_ms,
         params.workload.retries,
+        params.group.members,
+        params.group.assignors.iter().map(|assignor| assignor.name()).collect::<Vec<_>>(),
+        group_checks.summary(),
         report.acknowledged,
         params.voters,
         params.brokers,

@@ -649,6 +649,14 @@ impl GroupConsumer {
     }
 }
 
+impl Drop for GroupConsumer {
+    /// Stops the heartbeats (a consumer dropped without `close` leaves its session to
+    /// expire, like a crashed process).
+    fn drop(&mut self) {
+        self.heartbeat_stop.store(true, Ordering::SeqCst);
+    }
+}
+
 fn group_id(group: &str) -> GroupId {
     GroupId(StrBytes::from_string(group.to_owned()))
 }
