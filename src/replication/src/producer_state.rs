@@ -21,8 +21,12 @@
 //! 3. a newer epoch must start at sequence 0, unless the producer is unknown;
 //! 4. in the same epoch the first sequence must follow the last one (wrapping after
 //!    `i32::MAX`), else `OUT_OF_ORDER_SEQUENCE_NUMBER`;
-//! 5. a producer the table does not know (never seen, expired after
-//!    `producer.id.expiration.ms`, or all its batches deleted) may start at any sequence.
+//! 5. a producer the table does not know (never seen, or expired after
+//!    `producer.id.expiration.ms`) may start at any sequence.
+//!
+//! A producer stays in the table when DeleteRecords or retention remove its batches (as in
+//! Kafka since KIP-360): a retry of a deleted batch is still answered as a duplicate. Only a
+//! restart forgets it, since the table is rebuilt from the batches the log still holds.
 //!
 //! Memory: one entry per producer id seen within `producer.id.expiration.ms` (Kafka's bound
 //! too); [`ProducerStateTable::remove_expired`] drops the rest.
@@ -315,12 +319,6 @@ impl ProducerStateTable {
                 let _ = self.producers.insert(batch.producer_id, entry);
             }
         }
-    }
-
-    /// Forgets producers whose last batch is below the new log start offset (their records
-    /// are gone, so any sequence is accepted from them again, as in Kafka).
-    pub fn truncate_head(&mut self, log_start_offset: Offset) {
-        self.producers.retain(|_, entry| entry.last().last_offset >= log_start_offset);
     }
 
     /// Forgets producers idle for `producer.id.expiration.ms` or longer; returns how many.

@@ -590,7 +590,8 @@ impl PartitionLog {
             let mut state = self.state_mut();
             state.log_start_offset = offset;
             let _ = state.epochs.truncate_from_start(offset);
-            state.producers.truncate_head(offset);
+            // Producers keep their sequences although their batches go (KIP-360): a retry of
+            // a deleted batch must still be recognised.
             let sealed = &state.segments[..state.segments.len() - 1];
             sealed.iter().take_while(|segment| segment.next_offset <= offset).count()
         };
@@ -644,7 +645,6 @@ impl PartitionLog {
             let mut state = self.state_mut();
             state.log_start_offset = new_log_start_offset;
             let _ = state.epochs.truncate_from_start(new_log_start_offset);
-            state.producers.truncate_head(new_log_start_offset);
         }
         self.remove_oldest_segments(count).await?;
         tracing::debug!(dir = %self.dir.display(), count, "retention deleted segments");

@@ -87,7 +87,6 @@ pub(crate) async fn rebuild(
         )
         .await?;
     }
-    table.truncate_head(log_start_offset);
     let _ = table.remove_expired(now_ms);
     Ok(table)
 }

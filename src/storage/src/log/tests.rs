@@ -768,3 +768,16 @@ async fn a_replicated_copy_builds_the_same_producer_table() {
     let old_epoch = follower.append(idempotent_batch(9, 0, 6, 1, 50), EPOCH, false, 50).await.unwrap_err();
     assert!(matches!(old_epoch, StorageError::ProducerSequence { .. }), "{old_epoch}");
 }
+
+#[tokio::test]
+async fn a_retry_of_a_deleted_batch_is_still_a_duplicate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let log = open_log(dir.path(), LogConfig::default(), 0).await;
+    let first = log.append(idempotent_batch(5, 0, 0, 2, 10), EPOCH, false, 10).await.expect("append");
+    let _ = log.append(batch(3, 10), EPOCH, false, 10).await.expect("plain");
+    let _ = log.delete_records_before(Offset(4)).await.expect("delete");
+    // The batch is gone but its producer is remembered (KIP-360): the retry is not written.
+    let retry = log.append(idempotent_batch(5, 0, 0, 2, 10), EPOCH, false, 10).await.expect("retry");
+    assert_eq!((retry.duplicate, retry.base_offset), (true, first.base_offset));
+    assert_eq!(log.log_end_offset(), Offset(5));
+}
