@@ -546,15 +546,31 @@ impl GroupConsumer {
             error: ResponseError::InconsistentGroupProtocol,
             message: Some("the assignment does not decode".into()),
         })?;
+        // Cleared first: a cooperative revocation asks for the follow-up rejoin while applying.
         lock(&self.membership).rejoin_needed = false;
-        self.apply_assignment(owned, assigned, assignor.cooperative()).await;
+        if let Err(error) = self.apply_assignment(owned, assigned, assignor.cooperative()).await {
+            lock(&self.membership).rejoin_needed = true;
+            return Err(error);
+        }
         self.start_heartbeats(coordinator, member_id, generation_id);
         Ok(())
     }
 
     /// Moves to a new assignment: revokes what left (cooperative), assigns what came, and
     /// starts new partitions at their committed offsets.
-    async fn apply_assignment(&mut self, owned: Vec<TopicPartition>, assigned: Vec<TopicPartition>, cooperative: bool) {
+    ///
+    /// # Errors
+    /// The group's committed offsets for the new partitions could not be read: nothing
+    /// changes (starting them per `auto_offset_reset` instead would re-read or skip what the
+    /// group already consumed), and the member joins again.
+    async fn apply_assignment(
+        &mut self,
+        owned: Vec<TopicPartition>,
+        assigned: Vec<TopicPartition>,
+        cooperative: bool,
+    ) -> Result<(), ClientError> {
+        let added: Vec<TopicPartition> = assigned.iter().filter(|tp| !owned.contains(tp)).cloned().collect();
+        let committed = if added.is_empty() { BTreeMap::new() } else { self.committed(&added).await? };
         let new: BTreeSet<TopicPartition> = assigned.iter().cloned().collect();
         let revoked: Vec<TopicPartition> = owned.iter().filter(|tp| !new.contains(*tp)).cloned().collect();
         if !revoked.is_empty() {
@@ -569,20 +585,14 @@ impl GroupConsumer {
                 lock(&self.membership).rejoin_needed = true;
             }
         }
-        let added: Vec<TopicPartition> = assigned.iter().filter(|tp| !owned.contains(tp)).cloned().collect();
         self.consumer.assign(assigned);
-        if !added.is_empty() {
-            match self.committed(&added).await {
-                Ok(committed) => {
-                    for (tp, offset) in committed {
-                        let _ = self.consumer.seek(&tp, SeekTo::Offset(offset)).await;
-                    }
-                }
-                Err(error) => tracing::debug!(%error, "cannot read committed offsets; auto_offset_reset applies"),
-            }
+        for (tp, offset) in committed {
+            // An explicit offset needs no request, so this cannot fail.
+            let _ = self.consumer.seek(&tp, SeekTo::Offset(offset)).await;
         }
         self.report(RebalanceEvent::Assigned(added));
         self.last_commit = Instant::now();
+        Ok(())
     }
 
     /// Heartbeats for this generation until stopped or told to rejoin.
