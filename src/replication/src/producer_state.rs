@@ -25,8 +25,9 @@
 //!    `producer.id.expiration.ms`) may start at any sequence.
 //!
 //! A producer stays in the table when DeleteRecords or retention remove its batches (as in
-//! Kafka since KIP-360): a retry of a deleted batch is still answered as a duplicate. Only a
-//! restart forgets it, since the table is rebuilt from the batches the log still holds.
+//! Kafka since KIP-360): a retry of a deleted batch is still answered as a duplicate. The log
+//! keeps such producers in a snapshot ([`ProducerStateTable::producers_below`]) so a restart
+//! remembers them too.
 //!
 //! Memory: one entry per producer id seen within `producer.id.expiration.ms` (Kafka's bound
 //! too); [`ProducerStateTable::remove_expired`] drops the rest.
@@ -319,6 +320,29 @@ impl ProducerStateTable {
                 let _ = self.producers.insert(batch.producer_id, entry);
             }
         }
+    }
+
+    /// The retained batches of every producer whose batches all lie below `offset`, oldest
+    /// first, each stamped with its producer's last activity: what a log must keep aside when
+    /// it deletes those batches, so a restart (which rebuilds the table from the batches the
+    /// log holds) does not forget the producers. Applying them to an empty table restores
+    /// those entries exactly.
+    pub fn producers_below(&self, offset: Offset) -> Vec<ProducerBatch> {
+        self.producers
+            .iter()
+            .filter(|(_, entry)| entry.last().last_offset < offset)
+            .flat_map(|(producer_id, entry)| {
+                entry.batches.iter().map(move |kept| ProducerBatch {
+                    producer_id: *producer_id,
+                    producer_epoch: entry.producer_epoch,
+                    base_sequence: kept.base_sequence,
+                    last_sequence: kept.last_sequence,
+                    base_offset: kept.base_offset,
+                    last_offset: kept.last_offset,
+                    max_timestamp_ms: entry.last_timestamp_ms,
+                })
+            })
+            .collect()
     }
 
     /// Forgets producers idle for `producer.id.expiration.ms` or longer; returns how many.

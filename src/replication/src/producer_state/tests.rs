@@ -104,6 +104,29 @@ fn expired_producers_are_forgotten() {
 }
 
 #[test]
+fn producers_below_an_offset_restore_exactly() {
+    let mut table = ProducerStateTable::new(DAY_MS);
+    let mut end = 0;
+    for sequence in 0..7 {
+        assert!(produce(&mut table, &mut end, batch(1, 2, sequence, 1, 0)).is_ok());
+    }
+    assert!(produce(&mut table, &mut end, batch(2, 0, 0, 3, 0)).is_ok());
+    // Producer 2's batch ends at offset 9: only producer 1 lies wholly below 8.
+    let kept = table.producers_below(Offset(8));
+    assert_eq!(kept.len(), BATCHES_RETAINED_MAX);
+    let mut restored = ProducerStateTable::new(DAY_MS);
+    for batch in &kept {
+        restored.apply(batch);
+    }
+    assert_eq!(restored.last_sequence(ProducerId(1)), table.last_sequence(ProducerId(1)));
+    assert_eq!(
+        restored.check(&[batch(1, 2, 3, 1, 0)], 1_000),
+        Ok(SequenceCheck::Duplicate { base_offset: Offset(3), last_offset: Offset(3) })
+    );
+    assert_eq!(restored.last_sequence(ProducerId(2)), None);
+}
+
+#[test]
 fn batches_of_one_produce_are_checked_as_a_run() {
     let table = ProducerStateTable::new(DAY_MS);
     let run = [batch(1, 0, 0, 2, 0), batch(1, 0, 2, 2, 0)];

@@ -115,8 +115,11 @@ struct LogState {
     deleted: bool,
     /// Which leader epoch wrote which offsets (persisted before a new epoch's first batch).
     epochs: LeaderEpochCache,
-    /// Idempotent producers' sequences, derived from the batches in the log.
+    /// Idempotent producers' sequences, derived from the batches in the log (and the
+    /// snapshot).
     producers: ProducerStateTable,
+    /// The producers whose batches the log deleted, as last written to `producer-snapshot`.
+    producer_snapshot: Vec<ProducerBatch>,
     /// The newest `now_ms` an operation brought (the clock a rebuild after a truncation uses).
     clock_ms: i64,
 }
@@ -583,6 +586,7 @@ impl PartitionLog {
         if offset <= log_start_offset {
             return Ok(log_start_offset);
         }
+        self.keep_producers_below(offset).await?;
         if !planted_log_start_not_durable() {
             checkpoint::write_checkpoint(&self.disk, &self.dir, offset).await?;
         }
@@ -641,6 +645,7 @@ impl PartitionLog {
             return Ok(0);
         }
         if new_log_start_offset > log_start_offset {
+            self.keep_producers_below(new_log_start_offset).await?;
             checkpoint::write_checkpoint(&self.disk, &self.dir, new_log_start_offset).await?;
             let mut state = self.state_mut();
             state.log_start_offset = new_log_start_offset;
@@ -649,6 +654,17 @@ impl PartitionLog {
         self.remove_oldest_segments(count).await?;
         tracing::debug!(dir = %self.dir.display(), count, "retention deleted segments");
         Ok(u32::try_from(count).unwrap_or(u32::MAX))
+    }
+
+    /// Before the log start moves to `offset`: durably keeps aside the producers whose batches
+    /// all lie below it, so a restart still knows them. Called with the append lock held.
+    async fn keep_producers_below(&self, offset: Offset) -> Result<(), StorageError> {
+        let kept = self.state().producers.producers_below(offset);
+        if kept != self.state().producer_snapshot {
+            producers::write_snapshot(&self.disk, &self.dir, &kept).await?;
+            self.state_mut().producer_snapshot = kept;
+        }
+        Ok(())
     }
 
     /// Drops the `count` oldest segments from the state, then deletes their files. The caller
@@ -759,15 +775,15 @@ impl PartitionLog {
             epochs::write(&self.disk, &self.dir, &epochs).await?;
         }
         // The producer table must forget the sequences cut: rebuilt from what stays.
-        let (views, clock_ms) = {
+        let (views, snapshot, clock_ms) = {
             let state = self.state();
             let mut views: Vec<producers::SegmentView> =
                 state.segments[..keep].iter().map(producers::SegmentView::of).collect();
             views.push(producers::SegmentView::of(rebuilt.as_ref().unwrap_or(&state.segments[keep])));
-            (views, state.clock_ms)
+            (views, state.producer_snapshot.clone(), state.clock_ms)
         };
-        let table =
-            producers::rebuild(&views, log_start_offset, self.config().producer_id_expiration_ms, clock_ms).await?;
+        let expiration_ms = self.config().producer_id_expiration_ms;
+        let table = producers::rebuild(&views, &snapshot, log_start_offset, expiration_ms, clock_ms).await?;
         let mut state = self.state_mut();
         state.epochs = epochs;
         state.producers = table;
@@ -833,6 +849,7 @@ impl PartitionLog {
 
     /// Empties the log: log start = log end = `offset`. Locks held by the caller.
     async fn truncate_fully(&self, offset: Offset) -> Result<(), StorageError> {
+        producers::write_snapshot(&self.disk, &self.dir, &[]).await?;
         checkpoint::write_checkpoint(&self.disk, &self.dir, offset).await?;
         epochs::write(&self.disk, &self.dir, &LeaderEpochCache::new()).await?;
         let (doomed, last_append_ms): (Vec<Offset>, i64) = {
@@ -848,6 +865,7 @@ impl PartitionLog {
         state.segments = vec![segment];
         state.epochs = LeaderEpochCache::new();
         state.producers = producers::new_table(self.config().producer_id_expiration_ms);
+        state.producer_snapshot = Vec::new();
         state.log_start_offset = offset;
         state.durable_end_offset = offset;
         state.truncations += 1;

@@ -132,6 +132,14 @@ impl PartitionLog {
                 Err(error) => return Err(StorageError::io(&temporary, IoOperation::Remove)(error)),
             }
         }
+        if names.iter().any(|name| name == super::producers::SNAPSHOT_TEMP_NAME) {
+            let temporary = dir.join(super::producers::SNAPSHOT_TEMP_NAME);
+            match disk.remove_file(&temporary).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(StorageError::io(&temporary, IoOperation::Remove)(error)),
+            }
+        }
         if names.iter().any(|name| name == CHECKPOINT_TEMP_NAME) {
             let temporary = dir.join(CHECKPOINT_TEMP_NAME);
             match disk.remove_file(&temporary).await {
@@ -193,8 +201,15 @@ impl PartitionLog {
         }
         let views: Vec<super::producers::SegmentView> =
             segments.iter().map(super::producers::SegmentView::of).collect();
-        let producers =
-            super::producers::rebuild(&views, log_start_offset, config.producer_id_expiration_ms, now_ms).await?;
+        let producer_snapshot = super::producers::read_snapshot(&disk, &dir).await?;
+        let producers = super::producers::rebuild(
+            &views,
+            &producer_snapshot,
+            log_start_offset,
+            config.producer_id_expiration_ms,
+            now_ms,
+        )
+        .await?;
         let state = LogState {
             segments,
             log_start_offset,
@@ -203,6 +218,7 @@ impl PartitionLog {
             deleted: false,
             epochs,
             producers,
+            producer_snapshot,
             clock_ms: now_ms,
         };
         state.assert_invariants();

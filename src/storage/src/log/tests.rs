@@ -780,4 +780,12 @@ async fn a_retry_of_a_deleted_batch_is_still_a_duplicate() {
     let retry = log.append(idempotent_batch(5, 0, 0, 2, 10), EPOCH, false, 10).await.expect("retry");
     assert_eq!((retry.duplicate, retry.base_offset), (true, first.base_offset));
     assert_eq!(log.log_end_offset(), Offset(5));
+    // Also after a restart: the snapshot written before the deletion brings the producer back.
+    let _ = log.flush().await.expect("flush");
+    drop(log);
+    let log = open_log(dir.path(), LogConfig::default(), 20).await;
+    let retry = log.append(idempotent_batch(5, 0, 0, 2, 10), EPOCH, false, 20).await.expect("retry");
+    assert_eq!((retry.duplicate, retry.base_offset), (true, first.base_offset));
+    let next = log.append(idempotent_batch(5, 0, 2, 1, 10), EPOCH, false, 20).await.expect("next");
+    assert_eq!((next.duplicate, next.base_offset), (false, Offset(5)));
 }
