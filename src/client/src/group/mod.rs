@@ -199,7 +199,8 @@ impl GroupConsumer {
         self.consumer.assignment()
     }
 
-    /// The member id and generation (empty and 0 before the first join).
+    /// The member id and the generation of the partitions it holds (empty and 0 before the
+    /// first join; a generation joined but not yet synced is not reported).
     pub fn generation(&self) -> (String, i32) {
         let membership = lock(&self.membership);
         (membership.member_id.clone(), membership.generation_id)
@@ -495,8 +496,10 @@ impl GroupConsumer {
         })?;
         {
             let mut membership = lock(&self.membership);
+            // The generation is taken only with its assignment (below): until then the member
+            // holds the previous generation's partitions, and must not commit or report them
+            // under the new one.
             membership.member_id = member_id.clone();
-            membership.generation_id = generation_id;
             membership.protocol = Some(assignor);
         }
 
@@ -547,9 +550,15 @@ impl GroupConsumer {
             message: Some("the assignment does not decode".into()),
         })?;
         // Cleared first: a cooperative revocation asks for the follow-up rejoin while applying.
-        lock(&self.membership).rejoin_needed = false;
+        let previous_generation = {
+            let mut membership = lock(&self.membership);
+            membership.rejoin_needed = false;
+            std::mem::replace(&mut membership.generation_id, generation_id)
+        };
         if let Err(error) = self.apply_assignment(owned, assigned, assignor.cooperative()).await {
-            lock(&self.membership).rejoin_needed = true;
+            let mut membership = lock(&self.membership);
+            membership.generation_id = previous_generation;
+            membership.rejoin_needed = true;
             return Err(error);
         }
         self.start_heartbeats(coordinator, member_id, generation_id);

@@ -39,6 +39,8 @@ pub(crate) struct Shared {
     pub(crate) closed: AtomicBool,
     /// One metadata refresh at a time.
     refreshing: AtomicBool,
+    /// An InitProducerId is in flight (one at a time, off the sender loop).
+    identity_pending: AtomicBool,
     /// Per-broker bound on Produce requests in flight.
     broker_slots: Mutex<BTreeMap<i32, Arc<Semaphore>>>,
     /// The idempotent producer's id, epoch and sequences (unused when not idempotent).
@@ -91,6 +93,7 @@ impl Shared {
             flushing: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             refreshing: AtomicBool::new(false),
+            identity_pending: AtomicBool::new(false),
             broker_slots: Mutex::new(BTreeMap::new()),
             idempotence: Mutex::new(Idempotence::default()),
             client,
@@ -202,6 +205,25 @@ impl Shared {
         }));
     }
 
+    /// Starts an InitProducerId in the background when idempotent and an identity (or an epoch
+    /// bump) is needed, unless one is in flight. The sender loop goes on meanwhile, so batches
+    /// waiting for their stamp still fail on time when the broker does not answer.
+    fn request_identity(self: &Arc<Self>) {
+        let needed = {
+            let idempotence = lock(&self.idempotence);
+            self.config.idempotent() && (idempotence.identity.is_none() || idempotence.bump_needed)
+        };
+        if !needed || self.identity_pending.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        let shared = Arc::clone(self);
+        drop(rt::task::spawn(async move {
+            shared.ensure_identity().await;
+            shared.identity_pending.store(false, Ordering::SeqCst);
+            shared.wakeup.notify_one();
+        }));
+    }
+
     /// Takes a producer id, or bumps the epoch of the one held (KIP-360), when idempotent and
     /// needed. On failure the batches wait (their delivery timeout still runs).
     async fn ensure_identity(&self) {
@@ -280,7 +302,7 @@ fn may_mean_leader_moved(error: &ClientError) -> bool {
 /// The sender loop. Ends after close once every batch has completed.
 pub(crate) async fn run(shared: Arc<Shared>) {
     loop {
-        shared.ensure_identity().await;
+        shared.request_identity();
         let now = Instant::now();
         let force = shared.flushing.load(Ordering::SeqCst) > 0 || shared.closed.load(Ordering::SeqCst);
         let ready = lock(&shared.accumulator).drain(now, force);
