@@ -357,6 +357,12 @@ fn is_node_running(pid: u32, config: &Path) -> bool {
     let Ok(command_line) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
         return false;
     };
+    // An exiting process drops its memory (and so its command line) before it closes its
+    // files: until it is a zombie it may still hold the data directory's lock, and a node
+    // started then finds the directory in use.
+    if command_line.is_empty() {
+        return true;
+    }
     let config = config.as_os_str().as_encoded_bytes();
     command_line.split(|byte| *byte == 0).any(|argument| argument == config)
 }
