@@ -58,6 +58,11 @@ struct State {
     /// The same, as of each directory's last `sync_dir`.
     durable_directories: BTreeMap<PathBuf, BTreeMap<String, u64>>,
     frozen: bool,
+    /// Stall after this many more mutations made while a file named `*{suffix}` exists
+    /// (see [`SimDisk::stall_during`]).
+    stall_trigger: Option<(String, u32)>,
+    /// Every operation waits (until a power cut): the moment a stall trigger chose.
+    stalled: bool,
     faults: DiskFaults,
     /// Statistics for traces.
     syncs: u64,
@@ -90,6 +95,26 @@ impl State {
             .and_then(|entries| entries.get(&name))
             .copied()
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{} not found", path.display())))
+    }
+
+    /// Counts a mutation for the freeze trigger; `path` is the file the operation named
+    /// (a rename's source), if any.
+    fn after_mutation(&mut self, path: Option<&Path>) {
+        let Some((suffix, _)) = &self.stall_trigger else { return };
+        let named = path.is_some_and(|path| path.to_string_lossy().ends_with(suffix.as_str()));
+        if !named
+            && !self.directories.values().flat_map(|entries| entries.keys()).any(|name| name.ends_with(suffix.as_str()))
+        {
+            return;
+        }
+        match self.stall_trigger.as_mut() {
+            Some((_, 0)) => {
+                self.stall_trigger = None;
+                self.stalled = true;
+            }
+            Some((_, remaining)) => *remaining -= 1,
+            None => {}
+        }
     }
 
     fn check_alive(&self) -> io::Result<()> {
@@ -196,6 +221,8 @@ impl SimDisk {
         }
         state.inodes.retain(|id, _| referenced.contains(id));
         state.frozen = false;
+        state.stalled = false;
+        state.stall_trigger = None;
         report
     }
 
@@ -237,12 +264,35 @@ impl SimDisk {
         self.lock().used_bytes()
     }
 
+    /// Picks the moment of a power cut in the middle of some work: right after the `after`-th
+    /// mutation (write, set_len, fsync, rename, removal, directory sync) made while a file
+    /// named `*{suffix}` exists, or that renames or removes one, the disk stalls: that mutation
+    /// takes effect, every later operation waits. The nemesis sees [`SimDisk::is_stalled`] and
+    /// cuts the power ([`SimDisk::freeze`], kill, [`SimDisk::crash`]), so the node dies exactly
+    /// there, with nothing failing first.
+    pub fn stall_during(&self, suffix: &str, after: u32) {
+        self.lock().stall_trigger = Some((suffix.to_owned(), after));
+    }
+
+    /// Disarms [`SimDisk::stall_during`] (a stall already reached stays until the crash).
+    pub fn disarm_stall(&self) {
+        self.lock().stall_trigger = None;
+    }
+
+    /// True once a stall trigger fired.
+    pub fn is_stalled(&self) -> bool {
+        self.lock().stalled
+    }
+
     /// Fsyncs so far.
     pub fn syncs(&self) -> u64 {
         self.lock().syncs
     }
 
     async fn delay(&self, fsync: bool) {
+        while self.lock().stalled {
+            madsim::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
         let bound = {
             let state = self.lock();
             if fsync {
@@ -330,6 +380,7 @@ impl Disk for SimDisk {
         let (parent, name) = State::split(path)?;
         tracing::debug!(path = %path.display(), "simdisk: remove");
         let _ = state.directories.get_mut(&parent).expect("lookup succeeded").remove(&name);
+        state.after_mutation(Some(path));
         Ok(())
     }
 
@@ -359,6 +410,7 @@ impl Disk for SimDisk {
         tracing::debug!(from = %from.display(), to = %to.display(), "simdisk: rename");
         let _ = state.directories.get_mut(&from_parent).expect("lookup succeeded").remove(&from_name);
         let _ = state.directories.get_mut(&to_parent).expect("checked above").insert(to_name, inode);
+        state.after_mutation(Some(from));
         Ok(())
     }
 
@@ -374,6 +426,7 @@ impl Disk for SimDisk {
         tracing::debug!(path = %path.display(), entries = entries.len(), "simdisk: sync_dir");
         let _ = state.durable_directories.insert(path.to_owned(), entries);
         state.syncs += 1;
+        state.after_mutation(None);
         Ok(())
     }
 
@@ -451,6 +504,7 @@ impl DiskFile for SimFile {
             if full {
                 return Err(io::Error::new(io::ErrorKind::StorageFull, "no space left on device"));
             }
+            state.after_mutation(None);
             Ok(())
         })
     }
@@ -461,6 +515,7 @@ impl DiskFile for SimFile {
             let entry = state.inodes.get_mut(&inode).expect("checked");
             entry.durable = entry.current.clone();
             state.syncs += 1;
+            state.after_mutation(None);
             Ok(())
         })
     }
@@ -469,6 +524,7 @@ impl DiskFile for SimFile {
         self.disk.delay(false).await;
         self.with_inode(|state, inode| {
             state.inodes.get_mut(&inode).expect("checked").current.resize(length as usize, 0);
+            state.after_mutation(None);
             Ok(())
         })
     }

@@ -29,6 +29,8 @@
 //! a [`run`] that reports that the simulator is not compiled in.
 
 #[cfg(madsim)]
+pub mod compacted;
+#[cfg(madsim)]
 pub mod controller_quorum;
 #[cfg(madsim)]
 pub mod group_member;

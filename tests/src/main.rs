@@ -24,6 +24,7 @@
 mod bad_input;
 mod cli;
 mod clients;
+mod compaction;
 mod configs;
 mod dev_cluster;
 mod disk_full;

@@ -24,6 +24,7 @@ use sim::scenario::{self, RunOptions, RunResult, SCENARIOS};
 const PLANTED_BUGS: &[&str] = &[
     "ack-before-fsync",
     "log-start-not-durable",
+    "cleaner-skips-fsync",
     "raft-log-no-fsync",
     "follower-skips-entry",
     "truncate-to-high-watermark",

@@ -238,6 +238,11 @@ struct Params {
     group: group_member::GroupParams,
     /// `group.initial.rebalance.delay.ms`.
     group_initial_rebalance_delay_ms: u64,
+    /// `log.segment.bytes` when small (`replication` shape, some seeds): segments roll, and the
+    /// compacted `__consumer_offsets` is cleaned under the faults.
+    segment_bytes: Option<u64>,
+    /// `log.cleaner.backoff.ms`.
+    cleaner_backoff_ms: u64,
 }
 
 impl Params {
@@ -292,6 +297,8 @@ impl Params {
                 Shape::Controllers => group_member::GroupParams { members: 0, ..group_member::GroupParams::draw() },
             },
             group_initial_rebalance_delay_ms: rng.gen_range(0..=1_000),
+            segment_bytes: (shape == Shape::Replication && rng.gen_bool(0.5)).then(|| rng.gen_range(1_024..=16_384)),
+            cleaner_backoff_ms: rng.gen_range(100..=3_000),
         }
     }
 
@@ -530,8 +537,10 @@ async fn broker_incarnation(broker: u64, shared: Arc<Shared>) {
         ("offsets.topic.num.partitions", "3".to_owned()),
         ("offsets.topic.replication.factor", shared.params.brokers.min(3).to_string()),
         ("group.initial.rebalance.delay.ms", shared.params.group_initial_rebalance_delay_ms.to_string()),
+        ("log.cleaner.backoff.ms", shared.params.cleaner_backoff_ms.to_string()),
     ]
     .into_iter()
+    .chain(shared.params.segment_bytes.map(|bytes| ("log.segment.bytes", bytes.to_string())))
     .flat_map(|(name, value)| [format!("--{}", name.replace('.', "-")), value])
     .collect();
     let mut settings = Settings::default();

@@ -23,6 +23,12 @@
 //! * **buggify** window: `rt::buggify()` points fire (dropped responses, slow fsync) and
 //!   madsim delays messages.
 //!
+//! In about two seeds of three a second topic is compacted (`cleanup.policy=compact`, small
+//! segments, a cleaner every 50-1000 ms) and one more process writes keyed records and
+//! tombstones to it and re-reads it (see [`super::compacted`]). Half the power failures are
+//! then timed (`SimDisk::stall_during`) to strike 0-8 disk operations into a cleaning pass's
+//! copy or swap (the summary counts `crash-mid-clean`).
+//!
 //! # Checks
 //!
 //! * Continuously: the node never restarts unless the nemesis restarted it (a `fatal` from an
@@ -34,6 +40,8 @@
 //!   [`FINAL_READS_MS`] ("no convergence" otherwise).
 //! * History: `checker::check_with` finds no anomaly (with `retention` set when the topic has
 //!   retention, so that log start offsets may rise beyond what DeleteRecords asked).
+//! * Compaction (when drawn): the checks of [`super::compacted`]: records keep their offsets,
+//!   nothing is read twice or invented, the latest value of every key survives.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -48,7 +56,8 @@ use madsim::runtime::{Handle, NodeHandle};
 use madsim::task::JoinHandle;
 use server::config::{NodeConfig, Settings};
 
-use super::workload::{self, Recorder, WorkloadConfig};
+use super::compacted::{self, CompactionConfig, COMPACTED_TOPIC};
+use super::workload::{self, Recorder, TopicShape, WorkloadConfig};
 use super::{RunOptions, ScenarioOutcome};
 use crate::checker;
 use crate::clock::SimClock;
@@ -109,6 +118,8 @@ struct Params {
     nemesis_mean_ms: u64,
     weights: Vec<(Fault, u32)>,
     workload: WorkloadConfig,
+    /// The compacted topic's workload, in some seeds.
+    compaction: Option<CompactionConfig>,
 }
 
 impl Params {
@@ -139,6 +150,7 @@ impl Params {
             nemesis_mean_ms: rng.gen_range(300..=3_000),
             weights,
             workload: WorkloadConfig::draw(format!("{SERVER_IP}:{PORT}"), partitions, true),
+            compaction: rng.gen_bool(0.65).then(|| CompactionConfig::draw(format!("{SERVER_IP}:{PORT}"))),
         }
     }
 
@@ -156,6 +168,9 @@ impl Params {
         .into_iter()
         .flat_map(|(name, value)| [format!("--{}", name.replace('.', "-")), value])
         .collect();
+        if let Some(compaction) = &self.compaction {
+            flags.extend(["--log-cleaner-backoff-ms".to_owned(), compaction.cleaner_backoff_ms.to_string()]);
+        }
         if let Some(roll_ms) = self.roll_ms {
             flags.extend(["--log-roll-ms".to_owned(), roll_ms.to_string()]);
         }
@@ -275,6 +290,9 @@ impl Nemesis {
             }
             let fault = super::pick_weighted(&self.params.weights).expect("some weight is not zero");
             match fault {
+                Fault::Crash if self.params.compaction.is_some() && thread_rng().gen_bool(0.5) => {
+                    self.crash_mid_clean().await;
+                }
                 Fault::Crash => self.crash().await,
                 Fault::CleanRestart => self.clean_restart().await,
                 Fault::Pause => {
@@ -398,6 +416,23 @@ impl Nemesis {
         self.counts
     }
 
+    /// A power failure a few disk operations into the log cleaner's next copy or swap (or a
+    /// plain one if no pass starts within 5 s).
+    async fn crash_mid_clean(&mut self) {
+        let after = thread_rng().gen_range(0..=8);
+        self.server.disk.stall_during(".cleaned", after);
+        let deadline = self.trace.now_ms() + 5_000;
+        while !self.server.disk.is_stalled() && self.trace.now_ms() < deadline {
+            madsim::time::sleep(Duration::from_millis(1)).await;
+        }
+        self.server.disk.disarm_stall();
+        if self.server.disk.is_stalled() {
+            self.trace.event(format!("nemesis: power failure {after} disk operations into a cleaning pass"));
+            self.count("crash-mid-clean");
+        }
+        self.crash().await;
+    }
+
     async fn crash(&mut self) {
         let down_ms = thread_rng().gen_range(1..=2_000);
         // Freeze and kill in the same instant: from here nothing the node does reaches the disk.
@@ -454,7 +489,7 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
     let params = Arc::new(Params::draw(options));
     let weights: Vec<String> = params.weights.iter().map(|(fault, weight)| format!("{fault:?}={weight}")).collect();
     trace.event(format!(
-        "params: partitions {} processes {}+{} safety {} ms segment {} B roll {:?} retention-check {} ms retention {:?} B {:?} ms reserve {} B disk {} us fsync {} us clock {} ms {} ppm nemesis every ~{} ms [{}] {:?}",
+        "params: partitions {} processes {}+{} safety {} ms segment {} B roll {:?} retention-check {} ms retention {:?} B {:?} ms reserve {} B disk {} us fsync {} us clock {} ms {} ppm nemesis every ~{} ms [{}] {:?} compaction {:?}",
         params.partitions,
         params.acks_all_processes,
         u8::from(params.acks_one_process),
@@ -472,6 +507,7 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         params.nemesis_mean_ms,
         weights.join(" "),
         params.workload,
+        params.compaction,
     ));
     let recorder = Recorder::new(trace.clone());
     let disk = SimDisk::new(DiskFaults {
@@ -513,6 +549,21 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         Ok(Err(error)) => failures.push(error),
         Err(error) => failures.push(format!("setup task failed: {error}")),
     }
+    if let Some(compaction) = params.compaction.clone() {
+        let recorder = Arc::clone(&recorder);
+        let shape = TopicShape { name: COMPACTED_TOPIC, partitions: 1, replication_factor: 1 };
+        let created = setup
+            .spawn(async move {
+                let bootstrap = vec![compaction.bootstrap.clone()];
+                workload::create_named_topic(&recorder, bootstrap, shape, compaction.topic_configs()).await
+            })
+            .await;
+        match created {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => failures.push(error),
+            Err(error) => failures.push(format!("setup task failed: {error}")),
+        }
+    }
     if !failures.is_empty() {
         return ScenarioOutcome { failures, summary: String::new() };
     }
@@ -528,6 +579,13 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
             handle.create_node().name(format!("client-{id}")).ip(ip(&format!("10.0.1.{}", id + 1))).build();
         let (recorder, workload, stop) = (Arc::clone(&recorder), params.workload.clone(), Arc::clone(&stop));
         workers.push(client_node.spawn(workload::run_process(id, acks, recorder, workload, stop)));
+        clients.push(client_node);
+    }
+    let compacted_history = compacted::SharedHistory::default();
+    if let Some(compaction) = params.compaction.clone() {
+        let client_node = handle.create_node().name("compacted").ip(ip("10.0.1.50")).build();
+        let (recorder, history, stop) = (Arc::clone(&recorder), Arc::clone(&compacted_history), Arc::clone(&stop));
+        workers.push(client_node.spawn(compacted::run(recorder, history, compaction, stop)));
         clients.push(client_node);
     }
     let safety_end = trace.now_ms() + params.safety_ms;
@@ -569,12 +627,21 @@ pub async fn run(trace: Trace, options: &RunOptions) -> ScenarioOutcome {
         Ok(Err(error)) => failures.push(error),
         Err(error) => failures.push(format!("liveness task failed: {error}")),
     }
+    let mut compaction_summary = String::new();
+    if let Some(compaction) = params.compaction.clone() {
+        let (recorder, history) = (Arc::clone(&recorder), Arc::clone(&compacted_history));
+        match checker_node.spawn(compacted::final_check(recorder, history, compaction)).await {
+            Ok(Ok(summary)) => compaction_summary = format!(" {summary}"),
+            Ok(Err(error)) => failures.push(error),
+            Err(error) => failures.push(format!("compaction check task failed: {error}")),
+        }
+    }
 
     // History checks.
     let (report, outcomes) =
         workload::check_history(&recorder, checker::CheckOptions { retention: params.retention() }, &mut failures);
     let summary = format!(
-        "ops {outcomes:?} acknowledged {} deleted-unread {} log-start {:?} offsets-observed {} faults {fault_counts:?} incarnations {} disk-syncs {}",
+        "ops {outcomes:?} acknowledged {} deleted-unread {} log-start {:?} offsets-observed {} faults {fault_counts:?} incarnations {} disk-syncs {}{compaction_summary}",
         report.acknowledged,
         report.trimmed,
         report.trim_points.values().collect::<Vec<_>>(),

@@ -610,18 +610,40 @@ pub async fn create_topic(
     replication_factor: i16,
     configs: Vec<(String, String)>,
 ) -> Result<(), String> {
-    let config = ClientConfig {
-        bootstrap_servers: workload.bootstrap_servers(),
-        request_timeout_ms: 5_000,
-        ..ClientConfig::default()
-    };
+    let shape = TopicShape { name: TOPIC, partitions: workload.partitions, replication_factor };
+    create_named_topic(recorder, workload.bootstrap_servers(), shape, configs).await
+}
+
+/// A topic to create: name, partitions, replication factor.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicShape {
+    /// The topic name.
+    pub name: &'static str,
+    /// Partitions.
+    pub partitions: u32,
+    /// Replication factor.
+    pub replication_factor: i16,
+}
+
+/// Creates a topic of `shape` with `configs`, retrying until the cluster answers.
+///
+/// # Errors
+/// If it could not be created in 20 attempts.
+pub async fn create_named_topic(
+    recorder: &Arc<Recorder>,
+    bootstrap_servers: Vec<String>,
+    shape: TopicShape,
+    configs: Vec<(String, String)>,
+) -> Result<(), String> {
+    let TopicShape { name, partitions, replication_factor } = shape;
+    let config = ClientConfig { bootstrap_servers, request_timeout_ms: 5_000, ..ClientConfig::default() };
     for attempt in 0..20 {
         let outcome = async {
             let client = Client::connect(config.clone()).await.map_err(|error| error.to_string())?;
             let admin = client::admin::Admin::new(&client);
             let topic = client::admin::NewTopic {
-                name: TOPIC.to_owned(),
-                num_partitions: workload.partitions as i32,
+                name: name.to_owned(),
+                num_partitions: partitions as i32,
                 replication_factor,
                 configs: configs.clone(),
             };
@@ -638,8 +660,7 @@ pub async fn create_topic(
         match outcome {
             Ok(()) => {
                 recorder.trace.event(format!(
-                    "topic {TOPIC} created with {} partitions, replication factor {replication_factor}",
-                    workload.partitions
+                    "topic {name} created with {partitions} partitions, replication factor {replication_factor}"
                 ));
                 return Ok(());
             }
@@ -649,7 +670,7 @@ pub async fn create_topic(
             }
         }
     }
-    Err("the topic could not be created before any fault".to_owned())
+    Err(format!("topic {name} could not be created before any fault"))
 }
 
 /// Liveness: a produce to every partition must be acknowledged within [`CONVERGENCE_MS`].

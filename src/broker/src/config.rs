@@ -9,6 +9,8 @@ use protocol::ids::NodeId;
 pub const SOCKET_REQUEST_MAX_BYTES_DEFAULT: usize = 104_857_600;
 /// Default `log.disk.reserve.bytes`: produce is refused once free space would drop below it.
 pub const LOG_DISK_RESERVE_BYTES_DEFAULT: u64 = 256 * 1024 * 1024;
+/// Default `log.cleaner.backoff.ms` (Kafka's 15 seconds).
+pub const LOG_CLEANER_BACKOFF_MS_DEFAULT: u64 = 15_000;
 /// Default `log.retention.check.interval.ms` (Kafka's 5 minutes).
 pub const LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT: u64 = 300_000;
 /// Requests read ahead of their responses on one connection. Bounds the memory a pipelining
@@ -47,6 +49,9 @@ pub struct BrokerConfig {
     pub log_disk_reserve_bytes: u64,
     /// `log.retention.check.interval.ms`.
     pub log_retention_check_interval_ms: u64,
+    /// `log.cleaner.backoff.ms`: how often compacted partitions are checked for a cleaning
+    /// pass.
+    pub log_cleaner_backoff_ms: u64,
     /// `replica.lag.time.max.ms`: an ISR follower that has not caught up with the leader's
     /// log end for this long is proposed out of the ISR.
     pub replica_lag_time_max_ms: u64,
@@ -82,6 +87,7 @@ impl BrokerConfig {
             default_replication_factor: 1,
             log_disk_reserve_bytes: 0,
             log_retention_check_interval_ms: LOG_RETENTION_CHECK_INTERVAL_MS_DEFAULT,
+            log_cleaner_backoff_ms: LOG_CLEANER_BACKOFF_MS_DEFAULT,
             replica_lag_time_max_ms: REPLICA_LAG_TIME_MAX_MS_DEFAULT,
             producer_id_expiration_ms: replication::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
             offsets_topic_num_partitions: OFFSETS_TOPIC_NUM_PARTITIONS_DEFAULT,

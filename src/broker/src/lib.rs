@@ -112,6 +112,15 @@ impl Broker {
                 housekeeper.housekeeping(ticks % retention_every == 0).await;
             }
         }));
+        // The cleaner has its own task: a long pass must not hold up the flush and ISR checks.
+        let cleaner = Arc::clone(&node);
+        drop(rt::task::spawn(async move {
+            let backoff = rt::time::Duration::from_millis(cleaner.config.log_cleaner_backoff_ms);
+            loop {
+                rt::time::sleep(backoff).await;
+                cleaner.clean_logs().await;
+            }
+        }));
         Ok(Broker { node })
     }
 

@@ -682,6 +682,24 @@ impl Node {
         }
     }
 
+    /// One compaction pass over every compacted partition that is due, each bounded by its
+    /// high watermark (a record that may still be truncated must not hide an older value).
+    pub(crate) async fn clean_logs(&self) {
+        for partition in self.all_partitions() {
+            if !partition.settings().compact {
+                continue;
+            }
+            let now_ms = self.clock.now_ms();
+            match partition.log.clean(now_ms, partition.high_watermark()).await {
+                Ok(Some(stats)) if stats.segments_cleaned > 0 => {
+                    tracing::info!(partition = %partition.topic_partition, ?stats, "compacted");
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(partition = %partition.topic_partition, %error, "compaction failed"),
+            }
+        }
+    }
+
     /// Sends a leader's ISR change to the controller (AlterPartition) in the background; the
     /// partition learns the outcome from the metadata image, or is told it failed.
     pub(crate) fn alter_partition(self: &Arc<Self>, partition: &Arc<Partition>, alter: replication::leader::AlterIsr) {

@@ -109,6 +109,11 @@ pub(crate) fn log_config(settings: &TopicSettings, producer_id_expiration_ms: i6
         index_interval_bytes: settings.index_interval_bytes,
         retention_ms: settings.retention_ms,
         retention_bytes: settings.retention_bytes,
+        delete: settings.delete,
+        compact: settings.compact,
+        delete_retention_ms: settings.delete_retention_ms,
+        min_cleanable_dirty_ratio: settings.min_cleanable_dirty_ratio,
+        min_compaction_lag_ms: settings.min_compaction_lag_ms,
     }
 }
 

@@ -398,6 +398,13 @@ pub const BROKER_CONFIGS: &[BrokerConfigDef] = &[
         "How often retention runs.",
     ),
     broker(
+        "log.cleaner.backoff.ms",
+        ConfigType::Long,
+        "15000",
+        Validator::AtLeast(1),
+        "How often the log cleaner looks for compacted partitions due for a pass.",
+    ),
+    broker(
         "auto.leader.rebalance.enable",
         ConfigType::Boolean,
         "true",
@@ -646,6 +653,16 @@ pub struct TopicSettings {
     pub flush_messages: i64,
     /// `min.insync.replicas`.
     pub min_insync_replicas: i32,
+    /// `cleanup.policy` holds `delete`.
+    pub delete: bool,
+    /// `cleanup.policy` holds `compact`.
+    pub compact: bool,
+    /// `delete.retention.ms`.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`.
+    pub min_compaction_lag_ms: i64,
 }
 
 impl TopicSettings {
@@ -677,6 +694,11 @@ impl TopicSettings {
             flush_ms: long("flush.ms"),
             flush_messages: long("flush.messages"),
             min_insync_replicas: i32::try_from(long("min.insync.replicas")).unwrap_or(1),
+            delete: get("cleanup.policy").split(',').any(|policy| policy.trim() == "delete"),
+            compact: get("cleanup.policy").split(',').any(|policy| policy.trim() == "compact"),
+            delete_retention_ms: long("delete.retention.ms"),
+            min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio").trim().parse().unwrap_or(0.5),
+            min_compaction_lag_ms: long("min.compaction.lag.ms"),
         }
     }
 }

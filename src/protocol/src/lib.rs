@@ -27,6 +27,7 @@ pub mod batch;
 pub mod frame;
 pub mod ids;
 pub mod names;
+pub mod record;
 pub mod versions;
 
 pub use kafka_protocol;

@@ -248,6 +248,15 @@ impl ProducerStateTable {
         self.expiration_ms
     }
 
+    /// True if the batch of `producer_id` starting at `base_offset` is one the table retains
+    /// (one of the producer's last batches): the log cleaner keeps such a batch, emptied of
+    /// its records if need be, so a table rebuilt from the log still knows the producer.
+    pub fn retains(&self, producer_id: ProducerId, base_offset: Offset) -> bool {
+        self.producers
+            .get(&producer_id)
+            .is_some_and(|entry| entry.batches.iter().any(|kept| kept.base_offset == base_offset))
+    }
+
     /// Producers known (expired ones included until [`ProducerStateTable::remove_expired`]).
     pub fn len(&self) -> usize {
         self.producers.len()

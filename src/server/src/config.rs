@@ -614,6 +614,7 @@ impl NodeConfig {
             default_replication_factor: settings.number("default.replication.factor"),
             log_disk_reserve_bytes: settings.number("log.disk.reserve.bytes"),
             log_retention_check_interval_ms: settings.number("log.retention.check.interval.ms"),
+            log_cleaner_backoff_ms: settings.number("log.cleaner.backoff.ms"),
             replica_lag_time_max_ms: settings.number("replica.lag.time.max.ms"),
             producer_id_expiration_ms: settings.number("producer.id.expiration.ms"),
             offsets_topic_num_partitions: settings.number("offsets.topic.num.partitions"),

@@ -5,7 +5,7 @@ use crate::limits::{INDEX_INTERVAL_BYTES_MAX, SEGMENT_BYTES_MAX, SEGMENT_BYTES_M
 
 /// How a partition log rolls, indexes and retains segments. Field names are Kafka's topic
 /// config names with dots turned into underscores.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: the active segment rolls before an append would take it past this size.
     ///
@@ -34,12 +34,41 @@ pub struct LogConfig {
     ///
     /// Default: 86400000 (1 day). Range: 1..=`i64::MAX`.
     pub producer_id_expiration_ms: i64,
+    /// `cleanup.policy` holds `delete`: `retention.ms` and `retention.bytes` delete old
+    /// segments. Without it (a `compact`-only topic) only compaction removes records.
+    ///
+    /// Default: true.
+    pub delete: bool,
+    /// `cleanup.policy` holds `compact`: [`crate::PartitionLog::clean`] keeps only the latest
+    /// record of each key (see the `cleaner` module).
+    ///
+    /// Default: false.
+    pub compact: bool,
+    /// `delete.retention.ms`: a tombstone (null value) in the cleaned part of a compacted log
+    /// stays at least this long after its batch's timestamp, so consumers reading from the
+    /// start see the deletion.
+    ///
+    /// Default: 86400000 (1 day). Range: 0..=`i64::MAX`.
+    pub delete_retention_ms: i64,
+    /// `min.cleanable.dirty.ratio`: compaction runs once the bytes not yet compacted are at
+    /// least this share of the compactable bytes.
+    ///
+    /// Default: 0.5. Range: 0.0..=1.0.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: a segment holding a record younger than this is not compacted.
+    ///
+    /// Default: 0. Range: 0..=`i64::MAX`.
+    pub min_compaction_lag_ms: i64,
 }
 
 /// Kafka's default `segment.bytes`.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 1024 * 1024 * 1024;
 /// Kafka's default `segment.ms` and `retention.ms`: seven days.
 pub const DEFAULT_SEVEN_DAYS_MS: i64 = 7 * 24 * 60 * 60 * 1000;
+/// Kafka's default `delete.retention.ms`: one day.
+pub const DEFAULT_DELETE_RETENTION_MS: i64 = 24 * 60 * 60 * 1000;
+/// Kafka's default `min.cleanable.dirty.ratio`.
+pub const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
 /// Kafka's default `index.interval.bytes`.
 pub const DEFAULT_INDEX_INTERVAL_BYTES: u64 = 4096;
 
@@ -52,6 +81,11 @@ impl Default for LogConfig {
             retention_ms: DEFAULT_SEVEN_DAYS_MS,
             retention_bytes: -1,
             producer_id_expiration_ms: replication::producer_state::PRODUCER_ID_EXPIRATION_MS_DEFAULT,
+            delete: true,
+            compact: false,
+            delete_retention_ms: DEFAULT_DELETE_RETENTION_MS,
+            min_cleanable_dirty_ratio: DEFAULT_MIN_CLEANABLE_DIRTY_RATIO,
+            min_compaction_lag_ms: 0,
         }
     }
 }
@@ -66,7 +100,7 @@ impl LogConfig {
     /// # Errors
     /// [`StorageError::InvalidConfig`] naming the first field out of range.
     pub fn validate(&self) -> Result<(), StorageError> {
-        let checks: [(&'static str, i64, i64, i64); 6] = [
+        let checks: [(&'static str, i64, i64, i64); 8] = [
             (
                 "segment.bytes",
                 saturating_i64(self.segment_bytes),
@@ -83,11 +117,19 @@ impl LogConfig {
             ("retention.ms", self.retention_ms, -1, i64::MAX),
             ("retention.bytes", self.retention_bytes, -1, i64::MAX),
             ("producer.id.expiration.ms", self.producer_id_expiration_ms, 1, i64::MAX),
+            ("delete.retention.ms", self.delete_retention_ms, 0, i64::MAX),
+            ("min.compaction.lag.ms", self.min_compaction_lag_ms, 0, i64::MAX),
         ];
         for (name, value, min, max) in checks {
             if value < min || value > max {
                 return Err(StorageError::InvalidConfig { name, value, min, max });
             }
+        }
+        if !(0.0..=1.0).contains(&self.min_cleanable_dirty_ratio) {
+            return Err(StorageError::InvalidRatio {
+                name: "min.cleanable.dirty.ratio",
+                value: self.min_cleanable_dirty_ratio,
+            });
         }
         Ok(())
     }
@@ -103,6 +145,15 @@ impl LogConfig {
             retention_ms: self.retention_ms.max(-1),
             retention_bytes: self.retention_bytes.max(-1),
             producer_id_expiration_ms: self.producer_id_expiration_ms.max(1),
+            delete: self.delete,
+            compact: self.compact,
+            delete_retention_ms: self.delete_retention_ms.max(0),
+            min_cleanable_dirty_ratio: if self.min_cleanable_dirty_ratio.is_nan() {
+                DEFAULT_MIN_CLEANABLE_DIRTY_RATIO
+            } else {
+                self.min_cleanable_dirty_ratio.clamp(0.0, 1.0)
+            },
+            min_compaction_lag_ms: self.min_compaction_lag_ms.max(0),
         }
     }
 }

@@ -123,6 +123,14 @@ pub enum StorageError {
         /// Largest accepted value.
         max: i64,
     },
+    /// A [`crate::LogConfig`] ratio is outside [0, 1] (or not a number).
+    #[error("config {name} = {value} is outside [0, 1]")]
+    InvalidRatio {
+        /// The Kafka property name.
+        name: &'static str,
+        /// The value given.
+        value: f64,
+    },
     /// The controller's Raft log store (raft-engine) failed: an I/O error, corruption it
     /// could not tolerate, or its storage thread is gone.
     #[error("raft log store: {detail}")]

@@ -103,6 +103,6 @@ mod tester;
 pub use config::LogConfig;
 pub use disk::{Disk, DiskFile, OpenMode, OsDisk, SharedDisk};
 pub use error::{IoOperation, StorageError};
-pub use log::{AppendInfo, PartitionLog, ReadResult};
+pub use log::{AppendInfo, CleanStats, PartitionLog, ReadResult};
 pub use record_log::RecordLog;
 pub use space::SpaceGuard;

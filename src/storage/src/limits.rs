@@ -34,6 +34,15 @@ pub const SPACE_REFRESH_BYTES: u64 = 64 * 1024 * 1024;
 pub const SPACE_REFRESH_MARGIN_BYTES: u64 = 64 * 1024 * 1024;
 /// Largest record in a [`crate::record_log::RecordLog`]; a longer length prefix is a torn tail.
 pub const RECORD_LOG_RECORD_BYTES_MAX: u64 = 16 * 1024 * 1024;
+/// The log cleaner stops mapping keys after the segment that takes its key map past this
+/// many bytes (key bytes plus [`KEY_MAP_ENTRY_OVERHEAD_BYTES`] per key); the rest of the dirty
+/// log waits for the next pass. Kafka's `log.cleaner.dedupe.buffer.size` plays this part.
+pub const KEY_MAP_BYTES_MAX: usize = 64 * 1024 * 1024;
+/// What the cleaner's key map is charged per key on top of the key itself (hash table slot,
+/// offset, `Bytes` handle).
+pub const KEY_MAP_ENTRY_OVERHEAD_BYTES: usize = 64;
+/// The cleaner writes its copy of a segment in writes of about this many bytes.
+pub const CLEAN_WRITE_BYTES: usize = 1024 * 1024;
 /// Bytes of one offset-index entry: relative offset `u32` + file position `u32`.
 pub const OFFSET_INDEX_ENTRY_BYTES: usize = 8;
 /// Bytes of one time-index entry: timestamp `i64` + relative offset `u32`.

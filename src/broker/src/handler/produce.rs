@@ -76,6 +76,19 @@ fn validate_batches(records: &Bytes, settings: &TopicSettings, now_ms: i64) -> R
         if header.record_count == 0 {
             return Err((ResponseError::InvalidRecord, "batch has no records".into()));
         }
+        if settings.compact {
+            // Kafka's rule: a compacted topic keeps the latest record per key, so a record
+            // without a key could never be found again (and the cleaner would drop it).
+            let batch = records.slice(range.clone());
+            let parsed = protocol::record::batch_records(&header, &batch)
+                .map_err(|error| (ResponseError::CorruptMessage, error.to_string()))?;
+            if parsed.iter().any(|record| record.key.is_none()) {
+                return Err((
+                    ResponseError::InvalidRecord,
+                    "a compacted topic does not accept records without a key".into(),
+                ));
+            }
+        }
         if ProducerBatch::is_malformed(&header) {
             return Err((
                 ResponseError::InvalidRecord,

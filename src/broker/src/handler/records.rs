@@ -31,6 +31,12 @@ pub(crate) async fn delete_records(node: &Arc<Node>, request: DeleteRecordsReque
                     continue;
                 }
             };
+            if !partition.settings().delete {
+                // As Kafka: only a topic whose cleanup.policy holds delete may lose records by
+                // offset; a compact-only topic keeps the latest value of every key.
+                partitions.push(result.with_error_code(ResponseError::PolicyViolation.code()));
+                continue;
+            }
             let high_watermark = partition.high_watermark();
             let target = if requested.offset == HIGH_WATERMARK { high_watermark } else { Offset(requested.offset) };
             if target.0 < 0 || target > high_watermark {

@@ -16,11 +16,14 @@
 //!
 //! Lock order: `append_lock`, then `files_lock`, then `state`.
 
+mod cleaner;
 mod epochs;
 mod producers;
 mod read;
 mod recovery;
 
+#[cfg(test)]
+mod cleaner_tests;
 #[cfg(test)]
 mod proptests;
 #[cfg(test)]
@@ -35,6 +38,8 @@ use protocol::batch::{self, BatchHeader};
 use protocol::ids::{LeaderEpoch, Offset};
 use replication::epoch_cache::{EpochEnd, LeaderEpochCache};
 use replication::producer_state::{ProducerBatch, ProducerStateTable, SequenceCheck};
+
+pub use cleaner::CleanStats;
 
 use crate::checkpoint;
 use crate::config::LogConfig;
@@ -95,6 +100,8 @@ pub struct PartitionLog {
     files_lock: rt::sync::RwLock<()>,
     /// Segments and offsets.
     state: RwLock<LogState>,
+    /// One compaction pass at a time.
+    clean_lock: rt::sync::Mutex<()>,
 }
 
 /// The in-memory view of the log.
@@ -122,6 +129,9 @@ struct LogState {
     producer_snapshot: Vec<ProducerBatch>,
     /// The newest `now_ms` an operation brought (the clock a rebuild after a truncation uses).
     clock_ms: i64,
+    /// Where the part of the log no compaction pass has cleaned starts (in memory only; see
+    /// the `cleaner` module).
+    first_dirty_offset: Offset,
 }
 
 impl LogState {
@@ -605,7 +615,8 @@ impl PartitionLog {
 
     /// Retention: deletes the oldest sealed segments (never the active one) whose newest
     /// record is older than `now_ms - retention.ms`, then while the log would still hold at
-    /// least `retention.bytes` without the oldest, then any entirely below the log start offset.
+    /// least `retention.bytes` without the oldest (both only with `cleanup.policy` holding
+    /// `delete`), then any entirely below the log start offset.
     /// Raises the log start offset to the new first segment (durably). Returns how many
     /// segments were deleted.
     ///
@@ -621,11 +632,11 @@ impl PartitionLog {
             let _ = state.producers.remove_expired(now_ms);
             let sealed = &state.segments[..state.segments.len() - 1];
             let mut count = 0;
-            if config.retention_ms >= 0 {
+            if config.delete && config.retention_ms >= 0 {
                 let limit_ms = now_ms.saturating_sub(config.retention_ms);
                 count += sealed.iter().take_while(|segment| segment.retention_timestamp_ms() < limit_ms).count();
             }
-            if config.retention_bytes >= 0 {
+            if config.delete && config.retention_bytes >= 0 {
                 let retention_bytes = config.retention_bytes as u64;
                 let mut size_bytes =
                     state.size_bytes() - sealed[..count].iter().map(|segment| segment.size_bytes).sum::<u64>();
@@ -798,6 +809,7 @@ impl PartitionLog {
         }
         let log_end_offset = state.log_end_offset();
         state.durable_end_offset = state.durable_end_offset.min(log_end_offset);
+        state.first_dirty_offset = state.first_dirty_offset.min(log_end_offset);
         state.truncations += 1;
         state.assert_invariants();
         drop(state);
@@ -868,6 +880,7 @@ impl PartitionLog {
         state.producer_snapshot = Vec::new();
         state.log_start_offset = offset;
         state.durable_end_offset = offset;
+        state.first_dirty_offset = offset;
         state.truncations += 1;
         state.assert_invariants();
         drop(state);

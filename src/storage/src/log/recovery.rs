@@ -148,6 +148,15 @@ impl PartitionLog {
                 Err(error) => return Err(StorageError::io(&temporary, IoOperation::Remove)(error)),
             }
         }
+        for name in names.iter().filter(|name| super::cleaner::is_cleaned_name(name)) {
+            // A compaction copy that was never swapped in (the segment itself is whole).
+            let debris = dir.join(name);
+            match disk.remove_file(&debris).await {
+                Ok(()) => {}
+                Err(error) if error.kind() == io::ErrorKind::NotFound => {}
+                Err(error) => return Err(StorageError::io(&debris, IoOperation::Remove)(error)),
+            }
+        }
         let checkpoint = checkpoint::read_checkpoint(&disk, &dir).await?;
         let mut base_offsets: Vec<Offset> = names.iter().filter_map(|name| parse_segment_name(name)).collect();
         base_offsets.sort();
@@ -220,6 +229,7 @@ impl PartitionLog {
             producers,
             producer_snapshot,
             clock_ms: now_ms,
+            first_dirty_offset: log_start_offset,
         };
         state.assert_invariants();
         tracing::debug!(
@@ -238,6 +248,7 @@ impl PartitionLog {
             append_lock: rt::sync::Mutex::new(()),
             files_lock: rt::sync::RwLock::new(()),
             state: RwLock::new(state),
+            clean_lock: rt::sync::Mutex::new(()),
         })
     }
 }
