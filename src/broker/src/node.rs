@@ -720,13 +720,39 @@ impl Node {
                 partition_epoch: alter.partition_epoch,
                 new_isr: alter.new_isr.clone(),
             };
-            match node.submit(op).await {
-                Ok(_) => tracing::info!(partition = %partition.topic_partition, isr = ?alter.new_isr, "ISR changed"),
-                Err(error) => {
-                    tracing::info!(partition = %partition.topic_partition, isr = ?alter.new_isr, %error, "ISR change refused");
-                    partition.alter_failed(&alter);
+            for attempt in 0..ALTER_PARTITION_ATTEMPTS_MAX {
+                if attempt > 0 {
+                    rt::time::sleep(rt::time::Duration::from_millis(ALTER_PARTITION_RETRY_MS)).await;
+                    if !partition.alter_pending(&alter) {
+                        return;
+                    }
+                }
+                match node.submit(op.clone()).await {
+                    Ok(_) => {
+                        tracing::info!(partition = %partition.topic_partition, isr = ?alter.new_isr, "ISR changed");
+                        return;
+                    }
+                    Err(error) => match AlterOutcome::of(&error) {
+                        AlterOutcome::Refused => {
+                            tracing::info!(partition = %partition.topic_partition, isr = ?alter.new_isr, %error, "ISR change refused");
+                            partition.alter_failed(&alter);
+                            return;
+                        }
+                        AlterOutcome::Moved => {
+                            // The partition is past the epoch proposed against (perhaps by
+                            // this very change): keep the maximal ISR until the image shows
+                            // where it went.
+                            tracing::info!(partition = %partition.topic_partition, isr = ?alter.new_isr, %error, "ISR change outcome follows the image");
+                            return;
+                        }
+                        AlterOutcome::Unknown => {
+                            tracing::info!(partition = %partition.topic_partition, isr = ?alter.new_isr, %error, "ISR change outcome unknown; retrying");
+                        }
+                    },
                 }
             }
+            // Still unknown: give the proposal up (the image reconciles if it did commit).
+            partition.alter_failed(&alter);
         }));
     }
 
@@ -738,6 +764,41 @@ impl Node {
     /// Log end offset of a partition, for tests and tools.
     pub fn log_end_offset(&self, topic: &str, partition: i32) -> Option<Offset> {
         self.partition(topic, partition).map(|partition| partition.log.log_end_offset())
+    }
+}
+
+/// Attempts of one AlterPartition whose outcome stays unknown (about 5 s in all).
+const ALTER_PARTITION_ATTEMPTS_MAX: u32 = 20;
+/// Pause between two attempts of an AlterPartition whose outcome is unknown.
+const ALTER_PARTITION_RETRY_MS: u64 = 250;
+
+/// What an AlterPartition failure says about the proposal.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AlterOutcome {
+    /// Definitely not applied, and the partition is as proposed against: propose anew.
+    Refused,
+    /// The partition moved past the proposed-against epoch (INVALID_UPDATE_VERSION): the
+    /// proposal may be what moved it, so the leader keeps counting its members until its
+    /// image catches up.
+    Moved,
+    /// The proposal may or may not have committed (leadership changed, no answer): retry it.
+    Unknown,
+}
+
+impl AlterOutcome {
+    fn of(error: &BrokerError) -> AlterOutcome {
+        use controller::ControllerError;
+        use metadata::ops::OpError;
+        match error {
+            BrokerError::Op(OpError::InvalidUpdateVersion { .. })
+            | BrokerError::Controller(ControllerError::Op(OpError::InvalidUpdateVersion { .. })) => AlterOutcome::Moved,
+            // Committed, not yet applied here: the image will show it.
+            BrokerError::ApplyTimeout { .. } => AlterOutcome::Moved,
+            BrokerError::Controller(
+                ControllerError::Indeterminate | ControllerError::Unavailable(_) | ControllerError::Stopped,
+            ) => AlterOutcome::Unknown,
+            _ => AlterOutcome::Refused,
+        }
     }
 }
 

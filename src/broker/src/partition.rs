@@ -379,6 +379,19 @@ impl Partition {
 
     /// The ISR change `failed` was refused or lost; if it is the one in flight, a later fetch
     /// or tick may propose again.
+    /// True while this broker leads in the epochs `alter` was proposed in and `alter` is still
+    /// the ISR change in flight (so retrying it makes sense).
+    pub(crate) fn alter_pending(&self, alter: &replication::leader::AlterIsr) -> bool {
+        match &*self.role() {
+            Role::Leader(leader) => {
+                leader.leader_epoch() == alter.leader_epoch
+                    && leader.state().partition_epoch == alter.partition_epoch
+                    && leader.pending_isr() == Some(alter.new_isr.as_slice())
+            }
+            _ => false,
+        }
+    }
+
     pub(crate) fn alter_failed(&self, failed: &replication::leader::AlterIsr) {
         if let Role::Leader(leader) = &mut *self.role() {
             leader.on_alter_failed(failed);
