@@ -80,6 +80,9 @@ impl Replica {
 #[derive(Debug, Default)]
 struct History {
     name: String,
+    /// The partition is compacted (in the scenarios, only `__consumer_offsets` is), so each
+    /// replica's cleaner may rewrite committed batches (see [`compaction_compatible`]).
+    compacted: bool,
     /// Base offset -> committed batch.
     committed: BTreeMap<i64, BatchSummary>,
     /// The highest high watermark any leader reported.
@@ -106,6 +109,7 @@ impl History {
     fn compare(&mut self, broker: u64, batch: &BatchSummary, define: bool, violations: &mut Vec<String>) {
         match self.committed_at(batch.base_offset.0) {
             Some(committed) if committed == batch => {}
+            Some(committed) if self.compacted && compaction_compatible(committed, batch) => {}
             Some(committed) => violations.push(format!(
                 "committed-diverged: {}: broker {broker} holds {} where {} is committed",
                 self.name,
@@ -118,6 +122,23 @@ impl History {
             None => {}
         }
     }
+}
+
+/// True if two batches at overlapping offsets of a compacted partition may be the same data
+/// before and after a replica's cleaner rewrote it: the same leader epoch, and either the same
+/// offset range (a batch that lost records keeps its range) or one is an empty filler covering
+/// the other (a run of emptied batches becomes one filler). The records themselves are not
+/// compared here: `single_node_durability` checks compaction's content record by record.
+fn compaction_compatible(a: &BatchSummary, b: &BatchSummary) -> bool {
+    if a.leader_epoch != b.leader_epoch {
+        return false;
+    }
+    if a.base_offset == b.base_offset && a.last_offset == b.last_offset {
+        return true;
+    }
+    let span = |batch: &BatchSummary| batch.last_offset.0 - batch.base_offset.0;
+    let (outer, inner) = if span(a) >= span(b) { (a, b) } else { (b, a) };
+    outer.record_count == 0 && outer.base_offset <= inner.base_offset && inner.last_offset <= outer.last_offset
 }
 
 fn describe(batch: &BatchSummary) -> String {
@@ -229,6 +250,7 @@ impl ReplicaCheck {
         let history = self.partitions.entry((topic_id, topic_partition.partition.0)).or_default();
         if history.name.is_empty() {
             history.name = topic_partition.to_string();
+            history.compacted = topic_partition.topic == "__consumer_offsets";
         }
         let mut found = Vec::new();
         apply(history, broker, event, &mut found);
@@ -366,6 +388,7 @@ fn apply(history: &mut History, broker: u64, event: &ReplicaEvent, violations: &
                     .push(format!("leader-not-in-isr: {name}: broker {broker} leads epoch {epoch} with ISR {isr:?}"));
             }
             let committed_end = history.committed_end;
+            let compacted = history.compacted;
             let deposed = epoch < history.committed_epoch;
             let committed: Vec<BatchSummary> =
                 if deposed { Vec::new() } else { history.committed.values().copied().collect() };
@@ -394,11 +417,18 @@ fn apply(history: &mut History, broker: u64, event: &ReplicaEvent, violations: &
             }
             let from = replica.log_start.max(replica.known_from);
             for batch in committed.iter().filter(|batch| batch.base_offset.0 >= from) {
-                if replica.batches.get(&batch.base_offset.0) != Some(batch) {
+                let held = replica
+                    .batches
+                    .range(..=batch.base_offset.0)
+                    .next_back()
+                    .map(|(_, held)| held)
+                    .filter(|held| held.last_offset >= batch.base_offset);
+                let holds = held.is_some_and(|held| held == batch || (compacted && compaction_compatible(held, batch)));
+                if !holds {
                     violations.push(format!(
                         "leader-lacks-committed: {name}: broker {broker} leads epoch {epoch} without committed batch {} (it holds {:?})",
                         describe(batch),
-                        replica.batches.get(&batch.base_offset.0).map(describe)
+                        held.map(describe)
                     ));
                     break;
                 }
@@ -486,7 +516,13 @@ mod tests {
     use protocol::ids::{LeaderEpoch, Offset};
 
     fn batch(base: i64, last: i64, epoch: i32, crc: u32) -> BatchSummary {
-        BatchSummary { base_offset: Offset(base), last_offset: Offset(last), leader_epoch: LeaderEpoch(epoch), crc }
+        BatchSummary {
+            base_offset: Offset(base),
+            last_offset: Offset(last),
+            leader_epoch: LeaderEpoch(epoch),
+            crc,
+            record_count: (last - base + 1) as i32,
+        }
     }
 
     fn tp() -> TopicPartition {
@@ -521,6 +557,21 @@ mod tests {
     fn high_watermark(check: &mut ReplicaCheck, broker: u64, offset: i64, leader: Option<(i32, usize, usize)>) {
         let leader = leader.map(|(epoch, isr, min)| (LeaderEpoch(epoch), isr, min));
         let _ = check.event(broker, &tp(), ID, &ReplicaEvent::HighWatermark { high_watermark: Offset(offset), leader });
+    }
+
+    #[test]
+    fn compaction_may_empty_or_shrink_batches_but_not_move_them() {
+        let original = batch(10, 12, 3, 0xa);
+        let shrunk = BatchSummary { crc: 0xb, record_count: 1, ..original };
+        let filler = BatchSummary { last_offset: Offset(20), crc: 0xc, record_count: 0, ..original };
+        assert!(compaction_compatible(&original, &shrunk));
+        assert!(compaction_compatible(&original, &filler) && compaction_compatible(&filler, &original));
+        assert!(!compaction_compatible(&original, &BatchSummary { leader_epoch: LeaderEpoch(4), ..filler }));
+        assert!(!compaction_compatible(&original, &BatchSummary { base_offset: Offset(11), ..shrunk }));
+        assert!(
+            !compaction_compatible(&original, &BatchSummary { record_count: 1, ..filler }),
+            "only empty fillers span"
+        );
     }
 
     #[test]

@@ -1,12 +1,15 @@
 //! Log compaction with real clients: librdkafka (confluent-kafka-python) and kafka-python
 //! produce keyed records to a compacted topic, and read it back from offset 0 after the
 //! cleaner ran: every kept record at its original offset, the latest value of every key, the
-//! reader carried past every compacted gap to the end, and a record without a key refused.
+//! reader carried past every compacted gap to the end, a record without a key refused, and
+//! DeleteRecords refused.
 
 use std::process::Command;
 use std::time::Duration;
 
 use client::admin::{Admin, NewTopic};
+use protocol::ids::{Offset, TopicPartition};
+use protocol::ResponseError;
 
 use crate::harness::{python, repo_root, run_bounded, WeirProcess};
 use crate::tester::connect;
@@ -53,6 +56,14 @@ async fn run_compaction_script(library: &str) {
     );
     output.assert_success("compaction.py");
     eprintln!("compaction: {}", output.stdout.trim());
+
+    // A compact-only topic keeps the latest value of every key: DeleteRecords is refused.
+    let partition = TopicPartition::new(topic.as_str(), 0);
+    let refused = Admin::new(&client).delete_records(&partition, Offset(1)).await;
+    assert!(
+        matches!(&refused, Err(error) if error.response_error() == Some(ResponseError::PolicyViolation)),
+        "DeleteRecords on a compacted topic answered {refused:?}"
+    );
 }
 
 /// Goal: librdkafka reads a compacted topic as it reads Kafka's: offsets kept with gaps, empty

@@ -26,6 +26,8 @@ pub struct BatchSummary {
     pub leader_epoch: LeaderEpoch,
     /// Its CRC-32C.
     pub crc: u32,
+    /// Records it holds (fewer after compaction; none in a compaction filler).
+    pub record_count: i32,
 }
 
 impl From<&BatchHeader> for BatchSummary {
@@ -35,6 +37,7 @@ impl From<&BatchHeader> for BatchSummary {
             last_offset: header.base_offset.plus(i64::from(header.last_offset_delta)),
             leader_epoch: header.partition_leader_epoch,
             crc: header.crc,
+            record_count: header.record_count,
         }
     }
 }
