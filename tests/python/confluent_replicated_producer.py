@@ -42,7 +42,10 @@ def main():
 
     def delivered(error, message):
         if error is None:
-            acked.append((message.partition(), message.offset(), message.value().decode()))
+            # librdkafka's idempotent producer reports a batch it inferred was written (a later
+            # sequence was accepted after this one's request timed out) with no offset: -1.
+            offset = message.offset()
+            acked.append((message.partition(), -1 if offset is None else offset, message.value().decode()))
         else:
             failed[0] += 1
 
