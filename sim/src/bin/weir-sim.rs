@@ -25,6 +25,7 @@ const PLANTED_BUGS: &[&str] = &[
     "ack-before-fsync",
     "log-start-not-durable",
     "cleaner-skips-fsync",
+    "ack-before-replication",
     "raft-log-no-fsync",
     "follower-skips-entry",
     "truncate-to-high-watermark",

@@ -62,7 +62,10 @@ pub use node::Node;
 /// * `follower-reports-unsynced`: a follower fetches on before fsyncing what it appended, so
 ///   the leader counts unsynced data in the high watermark;
 /// * `expand-isr-before-epoch-start`: a leader admits a follower to the ISR once it reached
-///   the high watermark, before it reached the start of the leader's epoch.
+///   the high watermark, before it reached the start of the leader's epoch;
+/// * `ack-before-replication`: a leader's high watermark follows its own durable end alone, so
+///   acks=all completes before any follower has the batch (the fault harness, `jepsen/`, must
+///   catch it on real processes).
 ///
 /// True when `name` is active and `when` holds.
 pub(crate) fn planted_bug(name: &str, when: bool) -> bool {

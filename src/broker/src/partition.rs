@@ -191,6 +191,8 @@ impl Partition {
             durability: durability(settings),
             #[cfg(feature = "planted-bugs")]
             planted_expand_before_epoch_start: crate::planted_bug("expand-isr-before-epoch-start", true),
+            #[cfg(feature = "planted-bugs")]
+            planted_ack_before_replication: crate::planted_bug("ack-before-replication", true),
         }
     }
 

@@ -54,6 +54,10 @@ pub struct LeaderConfig {
     /// then be elected.
     #[cfg(feature = "planted-bugs")]
     pub planted_expand_before_epoch_start: bool,
+    /// Planted bug "ack-before-replication": the high watermark follows the leader's own
+    /// durable end alone, so acks=all completes before any follower has the batch.
+    #[cfg(feature = "planted-bugs")]
+    pub planted_ack_before_replication: bool,
 }
 
 /// An ISR change to send to the controller (AlterPartition): applied only if the partition
@@ -318,6 +322,17 @@ impl Leader {
         Some(self.propose(new_isr))
     }
 
+    fn planted_ack_before_replication(&self) -> bool {
+        #[cfg(feature = "planted-bugs")]
+        {
+            self.config.planted_ack_before_replication
+        }
+        #[cfg(not(feature = "planted-bugs"))]
+        {
+            false
+        }
+    }
+
     fn planted_expand_before_epoch_start(&self) -> bool {
         #[cfg(feature = "planted-bugs")]
         {
@@ -394,7 +409,7 @@ impl Leader {
         };
         let mut candidate = own;
         for member in self.maximal_isr() {
-            if member == self.me {
+            if member == self.me || self.planted_ack_before_replication() {
                 continue;
             }
             // Only members that acknowledged this epoch by fetching in it count.

@@ -28,6 +28,8 @@ fn config(min_insync_replicas: usize, durability: Durability) -> LeaderConfig {
         durability,
         #[cfg(feature = "planted-bugs")]
         planted_expand_before_epoch_start: false,
+        #[cfg(feature = "planted-bugs")]
+        planted_ack_before_replication: false,
     }
 }
 
