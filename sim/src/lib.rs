@@ -16,6 +16,7 @@ pub mod clock;
 pub mod disk;
 pub mod group_check;
 pub mod image_check;
+pub mod outcome;
 pub mod quorum_check;
 pub mod raft_fs;
 pub mod replica_check;

@@ -28,7 +28,7 @@ use std::time::Duration;
 use client::admin::{Admin, OffsetSpec};
 use client::consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 use client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
-use client::{Client, ClientConfig, ClientError, ProduceError};
+use client::{Client, ClientConfig, ClientError};
 use madsim::rand::{thread_rng, Rng};
 use protocol::ids::{Offset, TopicPartition};
 use protocol::ResponseError;
@@ -159,38 +159,7 @@ impl WorkloadConfig {
     }
 }
 
-/// Whether a broker error code means the record certainly was not written.
-pub fn classify_code(error: ResponseError) -> Outcome {
-    match error {
-        // The append happened (or may have) and only the wait for durability ended. A leader
-        // that lost its leadership while an acks=all write waited answers NOT_LEADER_OR_FOLLOWER
-        // (as Kafka does), whether or not the write survives: indeterminate too.
-        ResponseError::RequestTimedOut
-        | ResponseError::NotLeaderOrFollower
-        | ResponseError::NotEnoughReplicasAfterAppend
-        | ResponseError::NetworkException
-        | ResponseError::UnknownServerError => Outcome::Info,
-        _ => Outcome::Fail,
-    }
-}
-
-/// The outcome of an admin or consumer request that failed.
-pub fn classify_client_error(error: &ClientError) -> Outcome {
-    match error {
-        ClientError::Broker { error, .. } => classify_code(*error),
-        _ => Outcome::Info,
-    }
-}
-
-/// The outcome of a send whose delivery failed.
-pub fn classify_send_error(error: &ProduceError) -> Outcome {
-    match error {
-        ProduceError::Broker { error, .. } => classify_code(*error),
-        ProduceError::RetriesExhausted { last_error, .. } => classify_client_error(last_error),
-        ProduceError::Client(error) => classify_client_error(error),
-        _ => Outcome::Info,
-    }
-}
+pub use crate::outcome::{classify_client_error, classify_code, classify_send_error};
 
 fn parse_value(bytes: Option<&[u8]>) -> Option<u64> {
     std::str::from_utf8(bytes?).ok()?.parse().ok()

@@ -1,0 +1,127 @@
+//! The nemesis: faults drawn from the run's seed, one at a time, each bounded and healed.
+//!
+//! * `kill`: SIGKILL one node (or a minority of a 5-node cluster), restart it 1-5 s later;
+//! * `pause`: SIGSTOP one node for 1-8 s, then SIGCONT;
+//! * `partition`: nftables rules isolate one node from the other nodes (and, one time in
+//!   three, from the clients too) for 3-15 s.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::net;
+use crate::nodes::Nodes;
+use crate::workload::{Recorder, Rng};
+
+/// A fault kind the run may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// SIGKILL and restart.
+    Kill,
+    /// SIGSTOP and SIGCONT.
+    Pause,
+    /// nftables isolation.
+    Partition,
+}
+
+impl Fault {
+    /// Parses a `--nemesis` entry.
+    pub(crate) fn parse(name: &str) -> Option<Fault> {
+        match name {
+            "kill" => Some(Fault::Kill),
+            "pause" => Some(Fault::Pause),
+            "partition" => Some(Fault::Partition),
+            _ => None,
+        }
+    }
+}
+
+/// One fault as it happened, in ms since the run began.
+#[derive(Debug, Clone)]
+pub(crate) struct Window {
+    /// What was done.
+    pub(crate) what: String,
+    /// When it began.
+    pub(crate) start_ms: u64,
+    /// When it was healed.
+    pub(crate) end_ms: u64,
+}
+
+fn lock(nodes: &Mutex<Nodes>) -> std::sync::MutexGuard<'_, Nodes> {
+    nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Runs faults from `faults` until `stop`, then heals everything. Returns the windows.
+pub(crate) async fn run(
+    faults: Vec<Fault>,
+    seed: u64,
+    nodes: Arc<Mutex<Nodes>>,
+    recorder: Arc<Recorder>,
+    stop: Arc<AtomicBool>,
+) -> Vec<Window> {
+    let mut rng = Rng::new(seed.rotate_left(17) ^ 0x006e_656d_6573_6973);
+    let mut windows = Vec::new();
+    let count = lock(&nodes).nodes.len() as u32;
+    let sleep = |ms: u64| rt::time::sleep(Duration::from_millis(ms));
+    while !stop.load(Ordering::Relaxed) && !faults.is_empty() {
+        sleep(2_000 + rng.below(4_000)).await;
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+        let fault = faults[rng.below(faults.len() as u64) as usize];
+        let victim = 1 + rng.below(u64::from(count)) as u32;
+        let start_ms = recorder.now_ms();
+        let what = match fault {
+            Fault::Kill => {
+                let victims: Vec<u32> =
+                    if count >= 5 && rng.below(3) == 0 { vec![victim, 1 + victim % count] } else { vec![victim] };
+                for id in &victims {
+                    lock(&nodes).kill(*id);
+                }
+                sleep(1_000 + rng.below(4_000)).await;
+                for id in &victims {
+                    if let Err(error) = lock(&nodes).start(*id) {
+                        eprintln!("weir-jepsen: restart of node {id} failed: {error:#}");
+                    }
+                }
+                format!("kill {victims:?}")
+            }
+            Fault::Pause => {
+                lock(&nodes).pause(victim, true);
+                sleep(1_000 + rng.below(7_000)).await;
+                lock(&nodes).pause(victim, false);
+                format!("pause {victim}")
+            }
+            Fault::Partition => {
+                let mut peers: Vec<String> = (1..=count).filter(|id| *id != victim).map(net::node_ip).collect();
+                let from_clients = rng.below(3) == 0;
+                if from_clients {
+                    peers.push(net::HARNESS_IP.to_owned());
+                }
+                if let Err(error) = net::isolate(victim, &peers) {
+                    eprintln!("weir-jepsen: partition failed: {error:#}");
+                }
+                sleep(3_000 + rng.below(12_000)).await;
+                if let Err(error) = net::heal(victim) {
+                    eprintln!("weir-jepsen: heal failed: {error:#}");
+                }
+                format!("isolate {victim}{}", if from_clients { " (and clients)" } else { "" })
+            }
+        };
+        let window = Window { what, start_ms, end_ms: recorder.now_ms() };
+        eprintln!("weir-jepsen: fault {} from {} ms to {} ms", window.what, window.start_ms, window.end_ms);
+        windows.push(window);
+    }
+    heal_all(count, &nodes);
+    windows
+}
+
+/// Removes every partition, resumes and restarts every node.
+pub(crate) fn heal_all(count: u32, nodes: &Mutex<Nodes>) {
+    for id in 1..=count {
+        let _ = net::heal(id);
+    }
+    if let Err(error) = lock(nodes).heal() {
+        eprintln!("weir-jepsen: heal failed: {error:#}");
+    }
+}

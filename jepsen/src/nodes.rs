@@ -1,0 +1,160 @@
+//! The weir processes: one `weir server` per namespace, every node both broker and controller,
+//! started with `ip netns exec` (which execs weir, so the child's pid is weir's own and
+//! SIGKILL/SIGSTOP reach it directly).
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use anyhow::Context;
+
+use crate::net;
+
+/// The Kafka port on every node.
+pub(crate) const KAFKA_PORT: u16 = 9092;
+/// The controller port on every node.
+const CONTROLLER_PORT: u16 = 9093;
+
+/// One node and its process, if running.
+#[derive(Debug)]
+pub(crate) struct Node {
+    /// Node id (1-based).
+    pub(crate) id: u32,
+    data_dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    paused: bool,
+}
+
+/// Every node of the cluster.
+#[derive(Debug)]
+pub(crate) struct Nodes {
+    weir: PathBuf,
+    voters: String,
+    /// The nodes, by id - 1.
+    pub(crate) nodes: Vec<Node>,
+    /// Extra environment for every node (a planted bug, say).
+    env: Vec<(String, String)>,
+}
+
+impl Nodes {
+    /// Plans `count` nodes with data and logs under `out`.
+    pub(crate) fn new(weir: &Path, count: u32, out: &Path, env: Vec<(String, String)>) -> Nodes {
+        let voters =
+            (1..=count).map(|id| format!("{id}@{}:{CONTROLLER_PORT}", net::node_ip(id))).collect::<Vec<_>>().join(",");
+        let nodes = (1..=count)
+            .map(|id| Node {
+                id,
+                data_dir: out.join(format!("node-{id}")),
+                log: out.join(format!("node-{id}.log")),
+                child: None,
+                paused: false,
+            })
+            .collect();
+        Nodes { weir: weir.to_owned(), voters, nodes, env }
+    }
+
+    /// The Kafka bootstrap list.
+    pub(crate) fn bootstrap(&self) -> Vec<String> {
+        self.nodes.iter().map(|node| format!("{}:{KAFKA_PORT}", net::node_ip(node.id))).collect()
+    }
+
+    /// Starts node `id` (a no-op if it runs).
+    pub(crate) fn start(&mut self, id: u32) -> anyhow::Result<()> {
+        let (weir, voters, env) = (self.weir.clone(), self.voters.clone(), self.env.clone());
+        let node = &mut self.nodes[id as usize - 1];
+        if node.child.is_some() {
+            return Ok(());
+        }
+        std::fs::create_dir_all(&node.data_dir)
+            .with_context(|| format!("cannot create {}", node.data_dir.display()))?;
+        let log = OpenOptions::new().create(true).append(true).open(&node.log)?;
+        let ip = net::node_ip(id);
+        let mut command = Command::new("ip");
+        let _ = command
+            .args(["netns", "exec", &net::namespace(id)])
+            .arg(&weir)
+            .arg("server")
+            .args(["--node-id", &id.to_string()])
+            .args(["--process-roles", "broker,controller"])
+            .args(["--controller-quorum-voters", &voters])
+            .args(["--controller-listener-names", "CONTROLLER"])
+            .args(["--listeners", &format!("PLAINTEXT://{ip}:{KAFKA_PORT},CONTROLLER://{ip}:{CONTROLLER_PORT}")])
+            .args(["--advertised-listeners", &format!("PLAINTEXT://{ip}:{KAFKA_PORT}")])
+            .args(["--log-dirs", &node.data_dir.to_string_lossy()])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (key, value) in env {
+            let _ = command.env(key, value);
+        }
+        node.child = Some(command.spawn().context("cannot start weir in its namespace")?);
+        node.paused = false;
+        Ok(())
+    }
+
+    /// SIGKILLs node `id` and reaps it.
+    pub(crate) fn kill(&mut self, id: u32) {
+        let node = &mut self.nodes[id as usize - 1];
+        if let Some(mut child) = node.child.take() {
+            if node.paused {
+                signal(child.id(), "CONT");
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        node.paused = false;
+    }
+
+    /// SIGSTOP (`pause`) or SIGCONT node `id`.
+    pub(crate) fn pause(&mut self, id: u32, pause: bool) {
+        let node = &mut self.nodes[id as usize - 1];
+        if let Some(child) = &node.child {
+            signal(child.id(), if pause { "STOP" } else { "CONT" });
+            node.paused = pause;
+        }
+    }
+
+    /// Resumes paused nodes and starts stopped ones.
+    pub(crate) fn heal(&mut self) -> anyhow::Result<()> {
+        for id in 1..=self.nodes.len() as u32 {
+            if self.nodes[id as usize - 1].paused {
+                self.pause(id, false);
+            }
+            self.start(id)?;
+        }
+        Ok(())
+    }
+
+    /// Kills every node.
+    pub(crate) fn kill_all(&mut self) {
+        for id in 1..=self.nodes.len() as u32 {
+            self.kill(id);
+        }
+    }
+
+    /// Nodes whose process exited by itself (a crash the nemesis did not cause).
+    pub(crate) fn exited(&mut self) -> Vec<(u32, String)> {
+        let mut exited = Vec::new();
+        for node in &mut self.nodes {
+            if let Some(child) = &mut node.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited.push((node.id, status.to_string()));
+                    node.child = None;
+                }
+            }
+        }
+        exited
+    }
+}
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        self.kill_all();
+    }
+}
+
+fn signal(pid: u32, name: &str) {
+    let _ = Command::new("kill").args([&format!("-{name}"), &pid.to_string()]).status();
+}

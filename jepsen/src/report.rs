@@ -1,0 +1,173 @@
+//! The run's report: `history.jsonl` (one operation per line), `faults.txt`, `report.txt`
+//! (anomalies with the operations involved, figures, and the `N passed, N failed` line) and
+//! `timeline.svg` (acknowledged sends per second and the slowest send latency of each second,
+//! fault windows shaded).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::Context;
+use sim::checker::{Op, Operation, Outcome, Report};
+
+use crate::nemesis::Window;
+
+/// Every check a run passes or fails: the checker's anomalies that apply to this workload
+/// (no deletions), and the harness's own.
+const CHECKS: &[&str] = &[
+    "lost-write",
+    "unseen",
+    "duplicate",
+    "inconsistent-offsets",
+    "G1a",
+    "nonmonotonic-poll",
+    "poll-skip",
+    "int-nonmonotonic-poll",
+    "int-poll-skip",
+    "nonmonotonic-send",
+    "convergence",
+    "harness",
+];
+
+/// What the report says, for the caller's exit status.
+#[derive(Debug)]
+pub(crate) struct Verdict {
+    /// Checks passed.
+    pub(crate) passed: usize,
+    /// Checks failed, by name.
+    pub(crate) failed: Vec<String>,
+}
+
+/// Writes every report file into `out` and returns the verdict.
+///
+/// # Errors
+/// If a file cannot be written.
+pub(crate) fn write(
+    out: &Path,
+    history: &[Op],
+    report: &Report,
+    windows: &[Window],
+    harness_failures: &[String],
+    convergence: Option<&str>,
+) -> anyhow::Result<Verdict> {
+    let mut lines = String::new();
+    for op in history {
+        lines.push_str(&serde_json::to_string(op)?);
+        lines.push('\n');
+    }
+    std::fs::write(out.join("history.jsonl"), lines).context("cannot write history.jsonl")?;
+    let faults: String =
+        windows.iter().map(|window| format!("{} {} {}\n", window.start_ms, window.end_ms, window.what)).collect();
+    std::fs::write(out.join("faults.txt"), faults)?;
+    std::fs::write(out.join("timeline.svg"), timeline(history, windows))?;
+
+    let mut failed = Vec::new();
+    let mut text = String::new();
+    for check in CHECKS {
+        let instances: Vec<String> = match *check {
+            "convergence" => convergence.map(str::to_owned).into_iter().collect(),
+            "harness" => harness_failures.to_vec(),
+            name => report.anomalies.get(name).cloned().unwrap_or_default(),
+        };
+        if instances.is_empty() {
+            let _ = writeln!(text, "PASS {check}");
+        } else {
+            failed.push((*check).to_owned());
+            let _ = writeln!(text, "FAIL {check}: {} instances", instances.len());
+            for instance in instances.iter().take(20) {
+                let _ = writeln!(text, "  {instance}");
+            }
+        }
+    }
+    for (name, instances) in &report.anomalies {
+        if !CHECKS.contains(name) {
+            failed.push((*name).to_owned());
+            let _ = writeln!(text, "FAIL {name}: {} instances", instances.len());
+        }
+    }
+    let sends = history.iter().filter(|op| matches!(op.operation, Operation::Send { .. })).count();
+    let _ = writeln!(
+        text,
+        "operations {} sends {sends} acknowledged {} offsets-observed {} faults {}",
+        history.len(),
+        report.acknowledged,
+        report.observed_offsets,
+        windows.len()
+    );
+    let verdict =
+        Verdict { passed: CHECKS.len() - failed.iter().filter(|name| CHECKS.contains(&name.as_str())).count(), failed };
+    let _ = writeln!(text, "{} passed, {} failed", verdict.passed, verdict.failed.len());
+    std::fs::write(out.join("report.txt"), &text)?;
+    print!("{text}");
+    Ok(verdict)
+}
+
+/// Per second: acknowledged sends, and the slowest completed send (ms).
+fn per_second(history: &[Op]) -> BTreeMap<u64, (u64, u64)> {
+    let mut seconds: BTreeMap<u64, (u64, u64)> = BTreeMap::new();
+    for op in history {
+        if let Operation::Send { .. } = op.operation {
+            let entry = seconds.entry(op.complete_ms / 1_000).or_default();
+            if op.outcome == Outcome::Ok {
+                entry.0 += 1;
+            }
+            entry.1 = entry.1.max(op.complete_ms.saturating_sub(op.invoke_ms));
+        }
+    }
+    seconds
+}
+
+/// An SVG of throughput and latency over time, with the fault windows shaded.
+fn timeline(history: &[Op], windows: &[Window]) -> String {
+    const WIDTH: f64 = 900.0;
+    const HEIGHT: f64 = 180.0;
+    const MARGIN: f64 = 40.0;
+    let seconds = per_second(history);
+    let end_s = seconds.keys().next_back().copied().unwrap_or(0).max(1) as f64 + 1.0;
+    let max_rate = seconds.values().map(|(rate, _)| *rate).max().unwrap_or(1).max(1) as f64;
+    let max_latency = seconds.values().map(|(_, latency)| *latency).max().unwrap_or(1).max(1) as f64;
+    let x = |second: f64| MARGIN + second / end_s * (WIDTH - 2.0 * MARGIN);
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{}\" font-family=\"sans-serif\" font-size=\"11\">\n",
+        2.0 * HEIGHT + MARGIN
+    );
+    for (panel, (title, max)) in
+        [("acknowledged sends per second", max_rate), ("slowest send per second (ms)", max_latency)]
+            .into_iter()
+            .enumerate()
+    {
+        let top = MARGIN / 2.0 + panel as f64 * HEIGHT;
+        let bottom = top + HEIGHT - MARGIN;
+        for window in windows {
+            let (from, to) = (x(window.start_ms as f64 / 1_000.0), x(window.end_ms as f64 / 1_000.0));
+            let _ = writeln!(
+                svg,
+                "<rect x=\"{from:.1}\" y=\"{top:.1}\" width=\"{:.1}\" height=\"{:.1}\" fill=\"#f4b4b4\" opacity=\"0.5\"><title>{}</title></rect>",
+                (to - from).max(1.0),
+                bottom - top,
+                window.what
+            );
+        }
+        let points: Vec<String> = seconds
+            .iter()
+            .map(|(second, (rate, latency))| {
+                let value = if panel == 0 { *rate } else { *latency } as f64;
+                format!("{:.1},{:.1}", x(*second as f64 + 0.5), bottom - value / max * (bottom - top))
+            })
+            .collect();
+        let _ = writeln!(
+            svg,
+            "<polyline fill=\"none\" stroke=\"#1f5fa8\" stroke-width=\"1.5\" points=\"{}\"/>",
+            points.join(" ")
+        );
+        let _ = writeln!(
+            svg,
+            "<line x1=\"{MARGIN}\" y1=\"{bottom:.1}\" x2=\"{:.1}\" y2=\"{bottom:.1}\" stroke=\"black\"/>",
+            WIDTH - MARGIN
+        );
+        let _ = writeln!(svg, "<text x=\"{MARGIN}\" y=\"{:.1}\">{title} (max {max})</text>", top + 10.0);
+        let _ = writeln!(svg, "<text x=\"{:.1}\" y=\"{:.1}\">{end_s:.0} s</text>", WIDTH - MARGIN, bottom + 12.0);
+    }
+    svg.push_str("</svg>\n");
+    svg
+}
