@@ -163,7 +163,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             min_insync_replicas: args.min_insync_replicas,
         }
     };
-    workload::create_topic(&shape, SETUP_TIMEOUT).await?;
+    workload::create_topic(&shape, SETUP_TIMEOUT).await.with_context(|| log_tails(&out, args.nodes))?;
 
     let recorder = Recorder::new();
     let stop = Arc::new(AtomicBool::new(false));
@@ -206,4 +206,15 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     let verdict = report::write(&out, &history, &report, &windows, &harness_failures, convergence.as_deref())?;
     println!("weir-jepsen: report in {}", out.join("report.txt").display());
     Ok(verdict.failed.is_empty())
+}
+
+/// The last lines of every node's log, for an error that needs them.
+fn log_tails(out: &std::path::Path, nodes: u32) -> String {
+    let mut text = String::from("the nodes' logs end with:");
+    for id in 1..=nodes {
+        let log = std::fs::read_to_string(out.join(format!("node-{id}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        text.push_str(&format!("\n--- node {id} ---\n{}", lines[lines.len().saturating_sub(5)..].join("\n")));
+    }
+    text
 }

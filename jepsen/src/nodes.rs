@@ -86,6 +86,13 @@ impl Nodes {
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
+        // weir reads WEIR_* variables as settings: the harness's own (a CI's WEIR_BIN, say)
+        // must not reach the nodes.
+        for (key, _) in std::env::vars_os() {
+            if key.to_string_lossy().starts_with("WEIR_") {
+                let _ = command.env_remove(key);
+            }
+        }
         for (key, value) in env {
             let _ = command.env(key, value);
         }
