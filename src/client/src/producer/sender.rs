@@ -9,7 +9,7 @@ use protocol::ids::{Offset, TopicPartition};
 use protocol::kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
 use protocol::kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use protocol::kafka_protocol::messages::produce_response::PartitionProduceResponse;
-use protocol::kafka_protocol::messages::{ApiKey, ProduceRequest, RequestKind, ResponseKind};
+use protocol::kafka_protocol::messages::{ApiKey, ProduceRequest, ProduceResponse, RequestKind, ResponseKind};
 use protocol::ResponseError;
 use rt::sync::{watch, Notify, Semaphore};
 use rt::time::{timeout, Duration, Instant};
@@ -400,41 +400,51 @@ fn split_by_size(batches: Vec<ProducerBatch>, max_bytes: usize) -> Vec<Vec<Produ
     requests
 }
 
-/// Sends one Produce request for batches led by `broker` and settles every batch.
+/// What one Produce attempt came back with.
+enum Attempt {
+    /// acks=0: written to the socket.
+    Sent,
+    /// The broker's answer.
+    Answered(ProduceResponse),
+    /// No answer: the connection or the request failed.
+    Failed(ClientError),
+}
+
+/// Sends one Produce request for batches led by `broker` and settles every batch. The whole
+/// attempt (waiting for a request slot, dialling, the exchange) ends by the batches' earliest
+/// delivery deadline: while a broker keeps failing, queued attempts would otherwise wait for
+/// one another's connection timeouts far past it.
 async fn send_produce(shared: Arc<Shared>, broker: i32, batches: Vec<ProducerBatch>) {
-    let slots = shared.broker_slots(broker);
-    let _slot = slots.acquire().await;
-    let request =
-        RequestKind::Produce(produce_request(&shared.config, shared.client.config().request_timeout_ms, &batches));
-
-    if shared.config.acks == Acks::None {
-        let sent = match shared.client.connection(Some(broker)).await {
-            Ok(connection) => connection.send_without_response(&request).await,
-            Err(error) => Err(error),
-        };
-        for batch in batches {
-            match &sent {
-                Ok(()) => shared.succeed(batch, Offset(-1), -1),
-                Err(error) => shared.retry_or_fail(batch, error.clone()),
-            }
-        }
-        return;
-    }
-
-    let response = match shared.client.send(Some(broker), request).await {
-        Ok(ResponseKind::Produce(response)) => response,
-        Ok(_) => {
-            for batch in batches {
-                shared.retry_or_fail(batch, ClientError::UnexpectedResponse { api_key: ApiKey::Produce });
+    let deadline = batches.iter().map(|batch| shared.delivery_deadline(batch)).min().unwrap_or_else(Instant::now);
+    let left = deadline.saturating_duration_since(Instant::now());
+    let attempt = match timeout(left, attempt_produce(&shared, broker, &batches)).await {
+        Ok(attempt) => attempt,
+        Err(_) => {
+            for mut batch in batches {
+                let failure = ProduceError::DeliveryTimeout {
+                    topic_partition: batch.topic_partition.clone(),
+                    delivery_timeout_ms: shared.config.delivery_timeout_ms,
+                    last_error: batch.last_error.take().map(Box::new),
+                };
+                shared.fail(batch, failure);
             }
             return;
         }
-        Err(error) => {
+    };
+    let response = match attempt {
+        Attempt::Sent => {
+            for batch in batches {
+                shared.succeed(batch, Offset(-1), -1);
+            }
+            return;
+        }
+        Attempt::Failed(error) => {
             for batch in batches {
                 shared.retry_or_fail(batch, error.clone());
             }
             return;
         }
+        Attempt::Answered(response) => response,
     };
     let mut results: BTreeMap<(String, i32), PartitionProduceResponse> = BTreeMap::new();
     for topic in response.responses {
@@ -457,6 +467,29 @@ async fn send_produce(shared: Arc<Shared>, broker: i32, batches: Vec<ProducerBat
                 }
             }
         }
+    }
+}
+
+/// One Produce attempt: a request slot for the broker, then the request.
+async fn attempt_produce(shared: &Shared, broker: i32, batches: &[ProducerBatch]) -> Attempt {
+    let slots = shared.broker_slots(broker);
+    let _slot = slots.acquire().await;
+    let request =
+        RequestKind::Produce(produce_request(&shared.config, shared.client.config().request_timeout_ms, batches));
+    if shared.config.acks == Acks::None {
+        let sent = match shared.client.connection(Some(broker)).await {
+            Ok(connection) => connection.send_without_response(&request).await,
+            Err(error) => Err(error),
+        };
+        return match sent {
+            Ok(()) => Attempt::Sent,
+            Err(error) => Attempt::Failed(error),
+        };
+    }
+    match shared.client.send(Some(broker), request).await {
+        Ok(ResponseKind::Produce(response)) => Attempt::Answered(response),
+        Ok(_) => Attempt::Failed(ClientError::UnexpectedResponse { api_key: ApiKey::Produce }),
+        Err(error) => Attempt::Failed(error),
     }
 }
 
