@@ -213,7 +213,7 @@ struct Gap {
 }
 
 /// The cleaned copy of one segment, written as it is built.
-struct Copy<'a> {
+struct CleanedCopy<'a> {
     log: &'a PartitionLog,
     file: Arc<dyn DiskFile>,
     path: PathBuf,
@@ -225,7 +225,7 @@ struct Copy<'a> {
     interval_bytes: u64,
 }
 
-impl Copy<'_> {
+impl CleanedCopy<'_> {
     async fn push(&mut self, batch: &[u8]) -> Result<(), StorageError> {
         self.close_gap().await?;
         self.append(batch).await
@@ -391,7 +391,7 @@ impl PartitionLog {
             .await
             .map_err(StorageError::io(&path, IoOperation::Open))?;
         file.set_len(0).await.map_err(StorageError::io(&path, IoOperation::SetLen))?;
-        let mut copy = Copy {
+        let mut copy = CleanedCopy {
             log: self,
             file: Arc::clone(&file),
             path: path.clone(),
@@ -429,7 +429,12 @@ impl PartitionLog {
         }
     }
 
-    async fn fill_copy(&self, source: &Source, retain: &Retain<'_>, copy: &mut Copy<'_>) -> Result<u64, StorageError> {
+    async fn fill_copy(
+        &self,
+        source: &Source,
+        retain: &Retain<'_>,
+        copy: &mut CleanedCopy<'_>,
+    ) -> Result<u64, StorageError> {
         let mut removed = 0;
         let mut walk = BatchWalk::new(source);
         while let Some((header, bytes)) = walk.next().await? {
