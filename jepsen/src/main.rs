@@ -44,7 +44,7 @@ struct Args {
     /// Length of the fault phase, in seconds.
     #[arg(long, default_value_t = 60)]
     time_limit_s: u64,
-    /// Faults, comma-separated: kill, pause, partition (empty: none).
+    /// Faults, comma-separated: kill, pause, partition, loss, disk (empty: none).
     #[arg(long, default_value = "kill,partition")]
     nemesis: String,
     /// Seed of the fault schedule and operation mix (default: from the clock).
@@ -129,13 +129,20 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         .split(',')
         .filter(|name| !name.trim().is_empty())
         .map(|name| {
-            Fault::parse(name.trim()).with_context(|| format!("unknown nemesis {name:?} (kill, pause, partition)"))
+            Fault::parse(name.trim())
+                .with_context(|| format!("unknown nemesis {name:?} (kill, pause, partition, loss, disk)"))
         })
         .collect::<anyhow::Result<_>>()?;
     let weir = std::fs::canonicalize(args.weir.clone().unwrap_or_else(default_weir))
         .context("the weir binary is missing: build it with `cargo build --release -p weir-server` or pass --weir")?;
     let out = args.out.clone().unwrap_or_else(|| PathBuf::from(format!("/tmp/weir-jepsen/run-{seed}")));
     if out.exists() {
+        // A killed harness may have left its nodes' tmpfs mounted there.
+        for entry in std::fs::read_dir(&out)?.flatten() {
+            if entry.file_name().to_string_lossy().starts_with("disk-") {
+                let _ = net::run("umount", &[&entry.path().to_string_lossy()]);
+            }
+        }
         std::fs::remove_dir_all(&out).with_context(|| format!("cannot clear {}", out.display()))?;
     }
     std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
@@ -153,6 +160,9 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     let nodes = Arc::new(Mutex::new(Nodes::new(&weir, args.nodes, &out, env)));
     let shape = {
         let mut guard = nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if faults.contains(&Fault::Disk) {
+            guard.mount_disks(&out)?;
+        }
         for id in 1..=args.nodes {
             guard.start(id)?;
         }

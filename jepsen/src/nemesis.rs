@@ -3,7 +3,11 @@
 //! * `kill`: SIGKILL one node (or a minority of a 5-node cluster), restart it 1-5 s later;
 //! * `pause`: SIGSTOP one node for 1-8 s, then SIGCONT;
 //! * `partition`: nftables rules isolate one node from the other nodes (and, one time in
-//!   three, from the clients too) for 3-15 s.
+//!   three, from the clients too) for 3-15 s;
+//! * `loss`: nftables `numgen random` rules drop 5-40% of one node's packets, both ways, for
+//!   3-15 s;
+//! * `disk`: one node's data filesystem (its own tmpfs) is filled to below weir's disk
+//!   reserve for 3-15 s.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -22,6 +26,10 @@ pub(crate) enum Fault {
     Pause,
     /// nftables isolation.
     Partition,
+    /// nftables random packet drops.
+    Loss,
+    /// A full data disk.
+    Disk,
 }
 
 impl Fault {
@@ -31,6 +39,8 @@ impl Fault {
             "kill" => Some(Fault::Kill),
             "pause" => Some(Fault::Pause),
             "partition" => Some(Fault::Partition),
+            "loss" => Some(Fault::Loss),
+            "disk" => Some(Fault::Disk),
             _ => None,
         }
     }
@@ -107,6 +117,25 @@ pub(crate) async fn run(
                 }
                 format!("isolate {victim}{}", if from_clients { " (and clients)" } else { "" })
             }
+            Fault::Loss => {
+                let percent = 5 + rng.below(36);
+                if let Err(error) = net::drop_randomly(victim, percent) {
+                    eprintln!("weir-jepsen: packet loss failed: {error:#}");
+                }
+                sleep(3_000 + rng.below(12_000)).await;
+                if let Err(error) = net::heal(victim) {
+                    eprintln!("weir-jepsen: heal failed: {error:#}");
+                }
+                format!("drop {percent}% at {victim}")
+            }
+            Fault::Disk => {
+                if let Err(error) = lock(&nodes).fill_disk(victim) {
+                    eprintln!("weir-jepsen: filling the disk failed: {error:#}");
+                }
+                sleep(3_000 + rng.below(12_000)).await;
+                lock(&nodes).free_disk(victim);
+                format!("disk full at {victim}")
+            }
         };
         let window = Window { what, start_ms, end_ms: recorder.now_ms() };
         eprintln!("weir-jepsen: fault {} from {} ms to {} ms", window.what, window.start_ms, window.end_ms);
@@ -120,6 +149,7 @@ pub(crate) async fn run(
 pub(crate) fn heal_all(count: u32, nodes: &Mutex<Nodes>) {
     for id in 1..=count {
         let _ = net::heal(id);
+        lock(nodes).free_disk(id);
     }
     if let Err(error) = lock(nodes).heal() {
         eprintln!("weir-jepsen: heal failed: {error:#}");

@@ -115,6 +115,12 @@ pub(crate) fn isolate(id: u32, peers: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Drops `percent` of node `id`'s packets at random, both ways.
+pub(crate) fn drop_randomly(id: u32, percent: u64) -> anyhow::Result<()> {
+    nft(id, &format!("add rule inet weirjepsen input numgen random mod 100 < {percent} drop"))?;
+    nft(id, &format!("add rule inet weirjepsen output numgen random mod 100 < {percent} drop"))
+}
+
 /// Removes every partition rule of node `id`.
 pub(crate) fn heal(id: u32) -> anyhow::Result<()> {
     nft(id, "flush chain inet weirjepsen input")?;

@@ -35,7 +35,16 @@ pub(crate) struct Nodes {
     pub(crate) nodes: Vec<Node>,
     /// Extra environment for every node (a planted bug, say).
     env: Vec<(String, String)>,
+    /// Each node's own small filesystem (a tmpfs), when the `disk` nemesis may fill it.
+    disks: Vec<PathBuf>,
 }
+
+/// Size of each node's tmpfs under the `disk` nemesis.
+const DISK_BYTES: u64 = 1024 * 1024 * 1024;
+/// Free space a full disk keeps: none, so the next write meets ENOSPC (weir's own reserve
+/// check works from an estimate refreshed every 64 MiB, which a filler written behind its
+/// back does not move).
+const FULL_DISK_FREE_BYTES: u64 = 0;
 
 impl Nodes {
     /// Plans `count` nodes with data and logs under `out`.
@@ -51,7 +60,41 @@ impl Nodes {
                 paused: false,
             })
             .collect();
-        Nodes { weir: weir.to_owned(), voters, nodes, env }
+        Nodes { weir: weir.to_owned(), voters, nodes, env, disks: Vec::new() }
+    }
+
+    /// Gives every node a tmpfs of [`DISK_BYTES`] for its data, so the `disk` nemesis can fill
+    /// it without touching the machine's disk. Call before starting the nodes.
+    ///
+    /// # Errors
+    /// If a mount fails.
+    pub(crate) fn mount_disks(&mut self, out: &Path) -> anyhow::Result<()> {
+        for node in &mut self.nodes {
+            let disk = out.join(format!("disk-{}", node.id));
+            std::fs::create_dir_all(&disk)?;
+            let size = format!("size={DISK_BYTES}");
+            net::run("mount", &["-t", "tmpfs", "-o", &size, "tmpfs", &disk.to_string_lossy()])?;
+            node.data_dir = disk.join("data");
+            self.disks.push(disk);
+        }
+        Ok(())
+    }
+
+    /// Fills node `id`'s tmpfs until [`FULL_DISK_FREE_BYTES`] remain.
+    pub(crate) fn fill_disk(&self, id: u32) -> anyhow::Result<()> {
+        let disk = self.disks.get(id as usize - 1).context("the disk nemesis needs mounted disks")?;
+        let output = Command::new("df").args(["--output=avail", "-B1"]).arg(disk).output()?;
+        let available: u64 =
+            String::from_utf8_lossy(&output.stdout).lines().nth(1).unwrap_or_default().trim().parse().unwrap_or(0);
+        let fill = available.saturating_sub(FULL_DISK_FREE_BYTES);
+        net::run("fallocate", &["-l", &fill.to_string(), &disk.join("filler").to_string_lossy()])
+    }
+
+    /// Frees node `id`'s tmpfs again.
+    pub(crate) fn free_disk(&self, id: u32) {
+        if let Some(disk) = self.disks.get(id as usize - 1) {
+            let _ = std::fs::remove_file(disk.join("filler"));
+        }
     }
 
     /// The Kafka bootstrap list.
@@ -159,6 +202,9 @@ impl Nodes {
 impl Drop for Nodes {
     fn drop(&mut self) {
         self.kill_all();
+        for disk in &self.disks {
+            let _ = net::run("umount", &[&disk.to_string_lossy()]);
+        }
     }
 }
 
