@@ -44,7 +44,8 @@ struct Args {
     /// Length of the fault phase, in seconds.
     #[arg(long, default_value_t = 60)]
     time_limit_s: u64,
-    /// Faults, comma-separated: kill, pause, partition, loss, disk (empty: none).
+    /// Faults, comma-separated: kill, kill-leader, kill-controller, pause, partition, loss,
+    /// disk (empty: none).
     #[arg(long, default_value = "kill,partition")]
     nemesis: String,
     /// Seed of the fault schedule and operation mix (default: from the clock).
@@ -129,8 +130,9 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         .split(',')
         .filter(|name| !name.trim().is_empty())
         .map(|name| {
-            Fault::parse(name.trim())
-                .with_context(|| format!("unknown nemesis {name:?} (kill, pause, partition, loss, disk)"))
+            Fault::parse(name.trim()).with_context(|| {
+                format!("unknown nemesis {name:?} (kill, kill-leader, kill-controller, pause, partition, loss, disk)")
+            })
         })
         .collect::<anyhow::Result<_>>()?;
     let weir = std::fs::canonicalize(args.weir.clone().unwrap_or_else(default_weir))
@@ -186,6 +188,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     let nemesis = rt::task::spawn(nemesis::run(
         faults,
         seed,
+        shape.bootstrap.clone(),
         Arc::clone(&nodes),
         Arc::clone(&recorder),
         Arc::clone(&stop_nemesis),

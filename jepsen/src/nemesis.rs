@@ -1,6 +1,9 @@
 //! The nemesis: faults drawn from the run's seed, one at a time, each bounded and healed.
 //!
 //! * `kill`: SIGKILL one node (or a minority of a 5-node cluster), restart it 1-5 s later;
+//! * `kill-leader`: the same for the leader of a random `jepsen` partition, as the cluster's
+//!   metadata names it (a random node if it cannot be asked);
+//! * `kill-controller`: the same for the active controller;
 //! * `pause`: SIGSTOP one node for 1-8 s, then SIGCONT;
 //! * `partition`: nftables rules isolate one node from the other nodes (and, one time in
 //!   three, from the clients too) for 3-15 s;
@@ -15,13 +18,20 @@ use std::time::Duration;
 
 use crate::net;
 use crate::nodes::Nodes;
-use crate::workload::{Recorder, Rng};
+use client::admin::Admin;
+use client::{Client, ClientConfig};
+
+use crate::workload::{Recorder, Rng, TOPIC};
 
 /// A fault kind the run may use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Fault {
     /// SIGKILL and restart.
     Kill,
+    /// SIGKILL and restart a partition leader.
+    KillLeader,
+    /// SIGKILL and restart the active controller.
+    KillController,
     /// SIGSTOP and SIGCONT.
     Pause,
     /// nftables isolation.
@@ -37,6 +47,8 @@ impl Fault {
     pub(crate) fn parse(name: &str) -> Option<Fault> {
         match name {
             "kill" => Some(Fault::Kill),
+            "kill-leader" => Some(Fault::KillLeader),
+            "kill-controller" => Some(Fault::KillController),
             "pause" => Some(Fault::Pause),
             "partition" => Some(Fault::Partition),
             "loss" => Some(Fault::Loss),
@@ -65,6 +77,7 @@ fn lock(nodes: &Mutex<Nodes>) -> std::sync::MutexGuard<'_, Nodes> {
 pub(crate) async fn run(
     faults: Vec<Fault>,
     seed: u64,
+    bootstrap: Vec<String>,
     nodes: Arc<Mutex<Nodes>>,
     recorder: Arc<Recorder>,
     stop: Arc<AtomicBool>,
@@ -79,12 +92,29 @@ pub(crate) async fn run(
             break;
         }
         let fault = faults[rng.below(faults.len() as u64) as usize];
-        let victim = 1 + rng.below(u64::from(count)) as u32;
+        let mut victim = 1 + rng.below(u64::from(count)) as u32;
+        let mut named = String::new();
+        if matches!(fault, Fault::KillLeader | Fault::KillController) {
+            let partition = rng.below(4) as i32;
+            match target(fault, &bootstrap, partition).await {
+                Some(id) if (1..=count).contains(&id) => {
+                    victim = id;
+                    named = match fault {
+                        Fault::KillLeader => format!(" (leader of {TOPIC}-{partition})"),
+                        _ => " (active controller)".to_owned(),
+                    };
+                }
+                _ => named = " (leader unknown: a random node)".to_owned(),
+            }
+        }
         let start_ms = recorder.now_ms();
         let what = match fault {
-            Fault::Kill => {
-                let victims: Vec<u32> =
-                    if count >= 5 && rng.below(3) == 0 { vec![victim, 1 + victim % count] } else { vec![victim] };
+            Fault::Kill | Fault::KillLeader | Fault::KillController => {
+                let victims: Vec<u32> = if fault == Fault::Kill && count >= 5 && rng.below(3) == 0 {
+                    vec![victim, 1 + victim % count]
+                } else {
+                    vec![victim]
+                };
                 for id in &victims {
                     lock(&nodes).kill(*id);
                 }
@@ -94,7 +124,7 @@ pub(crate) async fn run(
                         eprintln!("weir-jepsen: restart of node {id} failed: {error:#}");
                     }
                 }
-                format!("kill {victims:?}")
+                format!("kill {victims:?}{named}")
             }
             Fault::Pause => {
                 lock(&nodes).pause(victim, true);
@@ -143,6 +173,23 @@ pub(crate) async fn run(
     }
     heal_all(count, &nodes);
     windows
+}
+
+/// The node a targeted kill aims at: the leader of `jepsen-{partition}`, or the active
+/// controller, as a fresh client learns them; `None` if the cluster does not answer.
+async fn target(fault: Fault, bootstrap: &[String], partition: i32) -> Option<u32> {
+    let config = ClientConfig {
+        bootstrap_servers: bootstrap.to_vec(),
+        client_id: "nemesis".to_owned(),
+        request_timeout_ms: 2_000,
+        ..ClientConfig::default()
+    };
+    let client = Client::connect(config).await.ok()?;
+    let id = match fault {
+        Fault::KillController => Admin::new(&client).describe_cluster().await.ok()?.controller_id,
+        _ => client.partitions_for(TOPIC).await.ok()?.iter().find(|info| info.partition == partition)?.leader,
+    };
+    u32::try_from(id).ok()
 }
 
 /// Removes every partition, resumes and restarts every node.
