@@ -277,9 +277,15 @@ async fn leader_crash_and_stalled_follower(retries: Retries) {
     // Afterwards every ISR regrows and `weir topic describe` shows each follower at its
     // leader's log end.
     let mut last = String::new();
-    for _ in 0..DESCRIBE_ATTEMPTS_MAX {
-        let output = weir_cli(&bootstrap[0], &["topic", "describe", "replicated"], None);
-        output.assert_success("weir topic describe");
+    for attempt in 0..DESCRIBE_ATTEMPTS_MAX {
+        // Any node will do; one that was just killed may still be coming back.
+        let address = &bootstrap[attempt as usize % bootstrap.len()];
+        let output = weir_cli(address, &["topic", "describe", "replicated"], None);
+        if !output.status.success() {
+            last = format!("{address}: {}{}", output.stdout, output.stderr);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
         last = output.stdout.clone();
         let partition_lines: Vec<&str> = last.lines().filter(|line| line.contains("\tPartition: ")).collect();
         let whole = partition_lines.len() == PARTITIONS as usize
@@ -343,9 +349,15 @@ async fn a_reassignment_moves_a_partition_with_its_records() {
 
     let mut last = String::new();
     let mut moved = false;
-    for _ in 0..DESCRIBE_ATTEMPTS_MAX {
-        let output = weir_cli(&bootstrap[0], &["topic", "describe", "moving"], None);
-        output.assert_success("weir topic describe");
+    for attempt in 0..DESCRIBE_ATTEMPTS_MAX {
+        // Any node will do; one that was just killed may still be coming back.
+        let address = &bootstrap[attempt as usize % bootstrap.len()];
+        let output = weir_cli(address, &["topic", "describe", "moving"], None);
+        if !output.status.success() {
+            last = format!("{address}: {}{}", output.stdout, output.stderr);
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
         last = output.stdout.clone();
         let done = last.contains(&format!("\tReplicas: {target_text}\tIsr: "))
             && !last.contains("Reassigning")
