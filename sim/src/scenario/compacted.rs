@@ -27,7 +27,7 @@ use bytes::Bytes;
 use client::admin::{Admin, OffsetSpec};
 use client::consumer::{Consumer, ConsumerConfig, OffsetReset, SeekTo};
 use client::producer::{Acks, Producer, ProducerConfig, ProducerRecord};
-use client::{Client, ClientConfig, ClientError};
+use client::{ClientConfig, ClientError};
 use madsim::rand::{thread_rng, Rng};
 use protocol::ids::{Offset, TopicPartition};
 
@@ -186,15 +186,7 @@ impl Process {
             retry_backoff_ms: 50,
             ..ClientConfig::default()
         };
-        let client = loop {
-            if stop.load(Ordering::Relaxed) {
-                return None;
-            }
-            match Client::connect(client_config.clone()).await {
-                Ok(client) => break client,
-                Err(_) => madsim::time::sleep(Duration::from_millis(200)).await,
-            }
-        };
+        let client = super::workload::connect_until(&client_config, &recorder, "compacted", stop).await?;
         let producer_config = ProducerConfig {
             acks: Acks::All,
             retries: config.retries,

@@ -22,7 +22,7 @@ use std::time::Duration;
 use client::consumer::{ConsumerConfig, OffsetReset};
 use client::group::assignor::Assignor;
 use client::group::{GroupConfig, GroupConsumer, RebalanceEvent};
-use client::{Client, ClientConfig};
+use client::ClientConfig;
 use madsim::rand::{thread_rng, Rng};
 use protocol::ids::{Offset, TopicPartition};
 
@@ -98,18 +98,7 @@ async fn incarnation(
         retry_backoff_ms: 100,
         ..ClientConfig::default()
     };
-    let client = loop {
-        if stop.load(Ordering::Relaxed) {
-            return None;
-        }
-        match Client::connect(client_config.clone()).await {
-            Ok(client) => break client,
-            Err(error) => {
-                recorder.trace.event(format!("p{id} connect failed: {error}"));
-                madsim::time::sleep(Duration::from_millis(200)).await;
-            }
-        }
-    };
+    let client = super::workload::connect_until(&client_config, &recorder, &format!("p{id}"), stop).await?;
     let config = GroupConfig {
         session_timeout_ms: params.session_timeout_ms,
         heartbeat_interval_ms: params.heartbeat_interval_ms,

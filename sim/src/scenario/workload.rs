@@ -196,18 +196,7 @@ impl Process {
             retry_backoff_ms: 50,
             ..ClientConfig::default()
         };
-        let client = loop {
-            if give_up.load(Ordering::Relaxed) {
-                return None;
-            }
-            match Client::connect(client_config.clone()).await {
-                Ok(client) => break client,
-                Err(error) => {
-                    recorder.trace.event(format!("p{id} connect failed: {error}"));
-                    madsim::time::sleep(Duration::from_millis(200)).await;
-                }
-            }
-        };
+        let client = connect_until(&client_config, &recorder, &format!("p{id}"), give_up).await?;
         let producer_config = ProducerConfig {
             acks,
             linger_ms: config.linger_ms,
@@ -566,6 +555,28 @@ pub async fn run_process(id: u64, acks: Acks, recorder: Arc<Recorder>, config: W
         operations += 1;
     }
     recorder.trace.event(format!("p{id} stopped after {operations} operations"));
+}
+
+/// Connects with `config`, retrying every 200 ms (each failure traced under `who`) until it
+/// works; `None` once `give_up` is set.
+pub async fn connect_until(
+    config: &ClientConfig,
+    recorder: &Recorder,
+    who: &str,
+    give_up: &AtomicBool,
+) -> Option<Client> {
+    loop {
+        if give_up.load(Ordering::Relaxed) {
+            return None;
+        }
+        match Client::connect(config.clone()).await {
+            Ok(client) => return Some(client),
+            Err(error) => {
+                recorder.trace.event(format!("{who} connect failed: {error}"));
+                madsim::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    }
 }
 
 /// Creates the workload's topic with `replication_factor` and `configs`, retrying until the
