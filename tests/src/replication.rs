@@ -102,6 +102,19 @@ async fn idempotent_producers_write_nothing_twice_across_a_leader_crash() {
     leader_crash_and_stalled_follower(Retries::Idempotent).await;
 }
 
+/// Every node reports one cluster id (librdkafka warns when brokers of one bootstrap list
+/// disagree); returns it.
+async fn same_cluster_id_everywhere(bootstrap: &[String]) -> String {
+    let mut ids = BTreeSet::new();
+    for node in bootstrap {
+        let client = connect_any(std::slice::from_ref(node)).await;
+        let description = Admin::new(&client).describe_cluster().await.expect("DescribeCluster answers");
+        let _ = ids.insert(description.cluster_id);
+    }
+    assert_eq!(ids.len(), 1, "the nodes report different cluster ids: {ids:?}");
+    ids.pop_first().expect("one id")
+}
+
 async fn leader_crash_and_stalled_follower(retries: Retries) {
     let mut cluster = DevCluster::start_nodes_with(3, &[("WEIR_BROKER_SESSION_TIMEOUT_MS", "3000")]);
     let nodes = cluster.nodes();
@@ -117,6 +130,7 @@ async fn leader_crash_and_stalled_follower(retries: Retries) {
     let created = Admin::new(&client).create_topics(&[topic], false).await.expect("CreateTopics answers");
     assert!(created[0].1.is_ok(), "creating the topic failed: {created:?}");
     let partitions = leaders_among(&client, "replicated", &all).await;
+    let cluster_id = same_cluster_id_everywhere(&bootstrap).await;
 
     // Both producers run through the faults.
     let stop = Arc::new(AtomicBool::new(false));
@@ -146,6 +160,8 @@ async fn leader_crash_and_stalled_follower(retries: Retries) {
     scrub_weir_environment(&mut restart);
     run_bounded(&mut restart, None, Duration::from_secs(60)).assert_success("weir dev-cluster restart");
     tokio::time::sleep(Duration::from_secs(3)).await;
+
+    assert_eq!(same_cluster_id_everywhere(&bootstrap).await, cluster_id, "a restart changed the cluster id");
 
     // Stall a follower of partition 0 past its session timeout, then let it go on.
     let _ = client.refresh_metadata(Some(&["replicated".to_owned()])).await;

@@ -105,10 +105,29 @@ fn new_topic_id() -> TopicId {
     TopicId(bytes)
 }
 
-/// A new cluster id: 16 random bytes in URL-safe base64 without padding, as Kafka prints them.
+/// A new cluster id for a single node: 16 random bytes.
 fn new_cluster_id() -> String {
+    encode_cluster_id(rt::rand::random_uuid_bytes())
+}
+
+/// The cluster id every node of a quorum derives from the voters (`id@host:port` each), so
+/// all of them report the same one, as a Kafka cluster formatted with one `--cluster-id`
+/// does, without a coordination step: two FNV-1a hashes of the voter list, 16 bytes.
+fn quorum_cluster_id(voters: &BTreeMap<u64, String>) -> String {
+    const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
+    let text: String = voters.iter().map(|(id, address)| format!("{id}@{address},")).collect();
+    let hash = |offset_basis: u64| {
+        text.bytes().fold(offset_basis, |hash, byte| (hash ^ u64::from(byte)).wrapping_mul(FNV_PRIME))
+    };
+    let mut bytes = [0u8; 16];
+    bytes[..8].copy_from_slice(&hash(0xcbf2_9ce4_8422_2325).to_be_bytes());
+    bytes[8..].copy_from_slice(&hash(0x6c62_272e_07bb_0142).to_be_bytes());
+    encode_cluster_id(bytes)
+}
+
+/// 16 bytes in URL-safe base64 without padding, as Kafka prints cluster ids.
+fn encode_cluster_id(bytes: [u8; 16]) -> String {
     const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    let bytes = rt::rand::random_uuid_bytes();
     let mut bits: u32 = 0;
     let mut bit_count = 0;
     let mut id = String::with_capacity(22);
@@ -139,7 +158,9 @@ impl Node {
     pub async fn open(config: BrokerConfig, disk: SharedDisk, clock: SharedClock) -> Result<Arc<Node>, BrokerError> {
         let data_dir = config.data_dir.clone();
         disk.create_dir_all(&data_dir).await.map_err(io_error("create", &data_dir))?;
-        let cluster_id = Self::load_meta_properties(&disk, &data_dir, config.node_id).await?;
+        let fresh_cluster_id =
+            config.cluster.as_ref().map_or_else(new_cluster_id, |cluster| quorum_cluster_id(&cluster.voters));
+        let cluster_id = Self::load_meta_properties(&disk, &data_dir, config.node_id, fresh_cluster_id).await?;
         let metadata_dir = data_dir.join(METADATA_DIR);
         disk.create_dir_all(&metadata_dir).await.map_err(io_error("create", &metadata_dir))?;
         let mut image = MetadataImage::default();
@@ -184,7 +205,13 @@ impl Node {
         Ok(node)
     }
 
-    async fn load_meta_properties(disk: &SharedDisk, data_dir: &Path, node_id: NodeId) -> Result<String, BrokerError> {
+    /// The cluster id in `meta.properties`, written with `fresh_cluster_id` on first start.
+    async fn load_meta_properties(
+        disk: &SharedDisk,
+        data_dir: &Path,
+        node_id: NodeId,
+        fresh_cluster_id: String,
+    ) -> Result<String, BrokerError> {
         let path = data_dir.join(META_PROPERTIES_FILE);
         if disk.exists(&path).await.map_err(io_error("stat", &path))? {
             let file = disk.open_file(&path, OpenMode::Existing).await.map_err(io_error("open", &path))?;
@@ -211,7 +238,7 @@ impl Node {
             }
             return Ok(cluster_id.to_owned());
         }
-        let cluster_id = new_cluster_id();
+        let cluster_id = fresh_cluster_id;
         let contents = format!("# weir data directory\nversion=1\ncluster.id={cluster_id}\nnode.id={}\n", node_id.0);
         let temporary = data_dir.join("meta.properties.tmp");
         let file = disk.open_file(&temporary, OpenMode::CreateOrOpen).await.map_err(io_error("create", &temporary))?;
@@ -808,8 +835,19 @@ mod tests {
 
     #[test]
     fn cluster_ids_look_like_kafkas() {
-        let id = new_cluster_id();
-        assert_eq!(id.len(), 22);
-        assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        let voters: BTreeMap<u64, String> = [(1, "10.0.0.1:9093".to_owned()), (2, "10.0.0.2:9093".to_owned())].into();
+        for id in [new_cluster_id(), quorum_cluster_id(&voters)] {
+            assert_eq!(id.len(), 22);
+            assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        }
+    }
+
+    #[test]
+    fn every_voter_derives_the_same_cluster_id_and_other_quorums_another() {
+        let voters: BTreeMap<u64, String> = [(1, "10.0.0.1:9093".to_owned()), (2, "10.0.0.2:9093".to_owned())].into();
+        assert_eq!(quorum_cluster_id(&voters), quorum_cluster_id(&voters.clone()));
+        let mut other = voters.clone();
+        let _ = other.insert(2, "10.0.0.3:9093".to_owned());
+        assert_ne!(quorum_cluster_id(&voters), quorum_cluster_id(&other));
     }
 }
