@@ -11,6 +11,7 @@
 mod nemesis;
 mod net;
 mod nodes;
+mod proxy;
 mod report;
 mod workload;
 
@@ -45,7 +46,7 @@ struct Args {
     #[arg(long, default_value_t = 60)]
     time_limit_s: u64,
     /// Faults, comma-separated: kill, kill-leader, kill-controller, pause, partition, loss,
-    /// disk (empty: none).
+    /// delay, clock, disk (empty: none).
     #[arg(long, default_value = "kill,partition")]
     nemesis: String,
     /// Seed of the fault schedule and operation mix (default: from the clock).
@@ -57,9 +58,17 @@ struct Args {
     /// Where data, logs and the report go (default: /tmp/weir-jepsen/run-SEED).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Workload processes.
-    #[arg(long, default_value_t = 3)]
+    /// Workload processes; they take turns at the roles native assign, native subscribe,
+    /// Python (confluent-kafka) assign, native subscribe.
+    #[arg(long, default_value_t = 4)]
     processes: u64,
+    /// The Python interpreter with confluent-kafka, the second client (default: $WEIR_PYTHON,
+    /// else .venv/bin/python, else python3).
+    #[arg(long)]
+    python: Option<PathBuf>,
+    /// Run the native client only (no Python processes).
+    #[arg(long)]
+    native_only: bool,
     /// Partitions (= keys) of the topic.
     #[arg(long, default_value_t = 4)]
     partitions: u32,
@@ -73,13 +82,25 @@ struct Args {
     /// `planted-bugs` feature of weir-server): the run must fail.
     #[arg(long)]
     planted_bug: Option<String>,
-    /// Only remove what an interrupted run left (namespaces, bridge) and exit.
+    /// Which instance this run is (0-15): runs of different instances use their own names and
+    /// subnet (10.88.K.0/24), so they can run side by side.
+    #[arg(long, default_value_t = 0)]
+    instance: u8,
+    /// The nodes' log filter (`WEIR_LOG`, e.g. `info,broker::follower=debug`).
+    #[arg(long)]
+    node_log: Option<String>,
+    /// Only remove what an interrupted run of this instance left (namespaces, bridge) and exit.
     #[arg(long)]
     cleanup: bool,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.instance >= net::INSTANCES_MAX {
+        eprintln!("weir-jepsen: --instance must be below {}", net::INSTANCES_MAX);
+        return ExitCode::from(2);
+    }
+    net::set_instance(args.instance);
     if let Err(error) = net::preflight() {
         eprintln!("weir-jepsen: {error:#}");
         return ExitCode::from(2);
@@ -113,6 +134,18 @@ fn main() -> ExitCode {
     }
 }
 
+fn default_python() -> PathBuf {
+    if let Some(python) = std::env::var_os("WEIR_PYTHON") {
+        return PathBuf::from(python);
+    }
+    let venv = PathBuf::from(".venv/bin/python");
+    if venv.is_file() {
+        venv
+    } else {
+        PathBuf::from("python3")
+    }
+}
+
 fn default_weir() -> PathBuf {
     let release = PathBuf::from("target/release/weir");
     if release.is_file() {
@@ -131,7 +164,10 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         .filter(|name| !name.trim().is_empty())
         .map(|name| {
             Fault::parse(name.trim()).with_context(|| {
-                format!("unknown nemesis {name:?} (kill, kill-leader, kill-controller, pause, partition, loss, disk)")
+                format!(
+                    "unknown nemesis {name:?} \
+                     (kill, kill-leader, kill-controller, pause, partition, loss, delay, clock, disk)"
+                )
             })
         })
         .collect::<anyhow::Result<_>>()?;
@@ -156,14 +192,26 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         out.display()
     );
 
+    let python = if args.native_only {
+        None
+    } else {
+        Some(workload::PythonSetup::prepare(&args.python.clone().unwrap_or_else(default_python), &out)?)
+    };
     net::setup(args.nodes)?;
-    let env: Vec<(String, String)> =
-        args.planted_bug.iter().map(|bug| ("WEIR_PLANTED_BUG".to_owned(), bug.clone())).collect();
+    let env: Vec<(String, String)> = args
+        .planted_bug
+        .iter()
+        .map(|bug| ("WEIR_PLANTED_BUG".to_owned(), bug.clone()))
+        .chain(args.node_log.iter().map(|filter| ("WEIR_LOG".to_owned(), filter.clone())))
+        .collect();
     let nodes = Arc::new(Mutex::new(Nodes::new(&weir, args.nodes, &out, env)));
     let shape = {
         let mut guard = nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if faults.contains(&Fault::Disk) {
             guard.mount_disks(&out)?;
+        }
+        if faults.contains(&Fault::Clock) {
+            guard.fake_clocks(&out.join("clocks"))?;
         }
         for id in 1..=args.nodes {
             guard.start(id)?;
@@ -173,8 +221,11 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             partitions: args.partitions,
             replication_factor: args.replication_factor,
             min_insync_replicas: args.min_insync_replicas,
+            python,
         }
     };
+    let proxy =
+        if faults.contains(&Fault::Delay) { Some(proxy::DelayProxy::start(args.nodes).await?) } else { None };
     workload::create_topic(&shape, SETUP_TIMEOUT).await.with_context(|| log_tails(&out, args.nodes))?;
 
     let recorder = Recorder::new();
@@ -192,6 +243,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
         Arc::clone(&nodes),
         Arc::clone(&recorder),
         Arc::clone(&stop_nemesis),
+        proxy,
     ));
     rt::time::sleep(Duration::from_secs(args.time_limit_s)).await;
     stop_nemesis.store(true, Ordering::Relaxed);
@@ -216,7 +268,22 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
     let history = recorder.history();
     let report = checker::check_with(&history, CheckOptions::default());
     let convergence = convergence.map(|error| format!("{error:#}"));
-    let verdict = report::write(&out, &history, &report, &windows, &harness_failures, convergence.as_deref())?;
+    let findings = report::Findings {
+        seed,
+        nemesis: &args.nemesis,
+        history: &history,
+        report: &report,
+        windows: &windows,
+        group_violations: recorder.groups.violations(),
+        group_summary: format!(
+            "{}, {} offsets committed",
+            recorder.groups.summary(),
+            recorder.commits.load(Ordering::Relaxed)
+        ),
+        harness_failures: &harness_failures,
+        convergence: convergence.as_deref(),
+    };
+    let verdict = report::write(&out, &findings)?;
     println!("weir-jepsen: report in {}", out.join("report.txt").display());
     Ok(verdict.failed.is_empty())
 }

@@ -5,12 +5,18 @@
 //!   metadata names it (a random node if it cannot be asked);
 //! * `kill-controller`: the same for the active controller;
 //! * `pause`: SIGSTOP one node for 1-8 s, then SIGCONT;
-//! * `partition`: nftables rules isolate one node from the other nodes (and, one time in
-//!   three, from the clients too) for 3-15 s;
+//! * `partition`: nftables rules, for 3-15 s, in one of three shapes: one node isolated from
+//!   the others (and, one time in three, from the clients too); a random majority and
+//!   minority that cannot reach each other; or a bridge, two halves that cannot reach each
+//!   other but both reach one node in the middle;
 //! * `loss`: nftables `numgen random` rules drop 5-40% of one node's packets, both ways, for
 //!   3-15 s;
-//! * `disk`: one node's data filesystem (its own tmpfs) is filled to below weir's disk
-//!   reserve for 3-15 s.
+//! * `delay`: one node's links to the other nodes go through the delaying proxy
+//!   (`proxy.rs`), 20-500 ms each way plus up to half that again of jitter, for 3-15 s;
+//! * `clock`: libfaketime offsets of the realtime clock for 3-15 s, then back to true time:
+//!   one node bumped by up to 5 minutes either way, or every node skewed by up to 30 s, or one
+//!   node strobing (a new offset within a minute every second);
+//! * `disk`: one node's data filesystem (its own tmpfs) is filled for 3-15 s.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -18,6 +24,7 @@ use std::time::Duration;
 
 use crate::net;
 use crate::nodes::Nodes;
+use crate::proxy::{Delay, DelayProxy};
 use client::admin::Admin;
 use client::{Client, ClientConfig};
 
@@ -38,6 +45,10 @@ pub(crate) enum Fault {
     Partition,
     /// nftables random packet drops.
     Loss,
+    /// Delay through the proxy.
+    Delay,
+    /// libfaketime clock offsets.
+    Clock,
     /// A full data disk.
     Disk,
 }
@@ -52,6 +63,8 @@ impl Fault {
             "pause" => Some(Fault::Pause),
             "partition" => Some(Fault::Partition),
             "loss" => Some(Fault::Loss),
+            "delay" => Some(Fault::Delay),
+            "clock" => Some(Fault::Clock),
             "disk" => Some(Fault::Disk),
             _ => None,
         }
@@ -81,6 +94,7 @@ pub(crate) async fn run(
     nodes: Arc<Mutex<Nodes>>,
     recorder: Arc<Recorder>,
     stop: Arc<AtomicBool>,
+    proxy: Option<Arc<DelayProxy>>,
 ) -> Vec<Window> {
     let mut rng = Rng::new(seed.rotate_left(17) ^ 0x006e_656d_6573_6973);
     let mut windows = Vec::new();
@@ -133,19 +147,78 @@ pub(crate) async fn run(
                 format!("pause {victim}")
             }
             Fault::Partition => {
-                let mut peers: Vec<String> = (1..=count).filter(|id| *id != victim).map(net::node_ip).collect();
-                let from_clients = rng.below(3) == 0;
-                if from_clients {
-                    peers.push(net::HARNESS_IP.to_owned());
-                }
-                if let Err(error) = net::isolate(victim, &peers) {
-                    eprintln!("weir-jepsen: partition failed: {error:#}");
+                let (cuts, what) = partition_shape(victim, count, &mut rng);
+                for (id, peers) in &cuts {
+                    if let Err(error) = net::isolate(*id, peers) {
+                        eprintln!("weir-jepsen: partition failed: {error:#}");
+                    }
                 }
                 sleep(3_000 + rng.below(12_000)).await;
-                if let Err(error) = net::heal(victim) {
-                    eprintln!("weir-jepsen: heal failed: {error:#}");
+                for id in 1..=count {
+                    if let Err(error) = net::heal(id) {
+                        eprintln!("weir-jepsen: heal failed: {error:#}");
+                    }
                 }
-                format!("isolate {victim}{}", if from_clients { " (and clients)" } else { "" })
+                what
+            }
+            Fault::Delay => {
+                let base_ms = 20 + rng.below(481);
+                let delay = Delay { base_ms, jitter_ms: rng.below(base_ms / 2 + 1) };
+                if let Some(proxy) = &proxy {
+                    if let Err(error) = proxy.delay_node(victim, count, delay) {
+                        eprintln!("weir-jepsen: delay failed: {error:#}");
+                    }
+                }
+                sleep(3_000 + rng.below(12_000)).await;
+                for id in 1..=count {
+                    if let Err(error) = net::heal(id) {
+                        eprintln!("weir-jepsen: heal failed: {error:#}");
+                    }
+                }
+                if let Some(proxy) = &proxy {
+                    proxy.heal();
+                }
+                format!("delay {victim} by {base_ms}+{} ms", delay.jitter_ms)
+            }
+            Fault::Clock => {
+                let set = |id: u32, offset_ms: i64| {
+                    if let Err(error) = lock(&nodes).set_clock(id, offset_ms) {
+                        eprintln!("weir-jepsen: clock fault failed: {error:#}");
+                    }
+                };
+                let offset = |rng: &mut Rng, bound_ms: u64| rng.below(2 * bound_ms + 1) as i64 - bound_ms as i64;
+                let hold_ms = 3_000 + rng.below(12_000);
+                let what = match rng.below(3) {
+                    0 => {
+                        let offset_ms = offset(&mut rng, 300_000);
+                        set(victim, offset_ms);
+                        sleep(hold_ms).await;
+                        format!("clock bump {victim} by {offset_ms} ms")
+                    }
+                    1 => {
+                        let offsets: Vec<i64> = (1..=count).map(|_| offset(&mut rng, 30_000)).collect();
+                        for (id, offset_ms) in (1..=count).zip(&offsets) {
+                            set(id, *offset_ms);
+                        }
+                        sleep(hold_ms).await;
+                        format!("clock skew {offsets:?} ms")
+                    }
+                    _ => {
+                        let mut left_ms = hold_ms;
+                        while left_ms > 0 && !stop.load(Ordering::Relaxed) {
+                            set(victim, offset(&mut rng, 60_000));
+                            sleep(1_000).await;
+                            left_ms = left_ms.saturating_sub(1_000);
+                        }
+                        format!("clock strobe {victim}")
+                    }
+                };
+                for id in 1..=count {
+                    set(id, 0);
+                }
+                // libfaketime re-reads its file every second.
+                sleep(1_100).await;
+                what
             }
             Fault::Loss => {
                 let percent = 5 + rng.below(36);
@@ -171,7 +244,7 @@ pub(crate) async fn run(
         eprintln!("weir-jepsen: fault {} from {} ms to {} ms", window.what, window.start_ms, window.end_ms);
         windows.push(window);
     }
-    heal_all(count, &nodes);
+    heal_all(count, &nodes, proxy.as_deref());
     windows
 }
 
@@ -192,11 +265,53 @@ async fn target(fault: Fault, bootstrap: &[String], partition: i32) -> Option<u3
     u32::try_from(id).ok()
 }
 
-/// Removes every partition, resumes and restarts every node.
-pub(crate) fn heal_all(count: u32, nodes: &Mutex<Nodes>) {
+/// The cuts of a partition: for each node, the addresses it must not exchange packets with,
+/// and a description.
+fn partition_shape(victim: u32, count: u32, rng: &mut Rng) -> (Vec<(u32, Vec<String>)>, String) {
+    // The nodes in a random order, the victim first.
+    let mut order: Vec<u32> = (1..=count).filter(|id| *id != victim).collect();
+    for index in (1..order.len()).rev() {
+        order.swap(index, rng.below(index as u64 + 1) as usize);
+    }
+    order.insert(0, victim);
+    let cut = |a: &[u32], b: &[u32]| -> Vec<(u32, Vec<String>)> {
+        a.iter()
+            .map(|id| (*id, b.iter().map(|peer| net::node_ip(*peer)).collect()))
+            .chain(b.iter().map(|id| (*id, a.iter().map(|peer| net::node_ip(*peer)).collect())))
+            .collect()
+    };
+    match rng.below(3) {
+        0 => {
+            let mut cuts = cut(&order[..1], &order[1..]);
+            let from_clients = rng.below(3) == 0;
+            if from_clients {
+                cuts[0].1.push(net::harness_ip());
+            }
+            (cuts, format!("isolate {victim}{}", if from_clients { " (and clients)" } else { "" }))
+        }
+        1 => {
+            let minority = ((count as usize - 1) / 2).max(1);
+            let (small, large) = order.split_at(minority);
+            (cut(small, large), format!("split {small:?} | {large:?}"))
+        }
+        _ => {
+            // order[0] is the bridge; the rest split in two halves that only it joins.
+            let rest = &order[1..];
+            let (left, right) = rest.split_at(rest.len() / 2);
+            (cut(left, right), format!("bridge {left:?} | {victim} | {right:?}"))
+        }
+    }
+}
+
+/// Removes every partition, resumes and restarts every node, and sets true time.
+pub(crate) fn heal_all(count: u32, nodes: &Mutex<Nodes>, proxy: Option<&DelayProxy>) {
     for id in 1..=count {
         let _ = net::heal(id);
         lock(nodes).free_disk(id);
+        let _ = lock(nodes).set_clock(id, 0);
+    }
+    if let Some(proxy) = proxy {
+        proxy.heal();
     }
     if let Err(error) = lock(nodes).heal() {
         eprintln!("weir-jepsen: heal failed: {error:#}");

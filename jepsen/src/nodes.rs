@@ -13,7 +13,7 @@ use crate::net;
 /// The Kafka port on every node.
 pub(crate) const KAFKA_PORT: u16 = 9092;
 /// The controller port on every node.
-const CONTROLLER_PORT: u16 = 9093;
+pub(crate) const CONTROLLER_PORT: u16 = 9093;
 
 /// One node and its process, if running.
 #[derive(Debug)]
@@ -37,7 +37,12 @@ pub(crate) struct Nodes {
     env: Vec<(String, String)>,
     /// Each node's own small filesystem (a tmpfs), when the `disk` nemesis may fill it.
     disks: Vec<PathBuf>,
+    /// Where each node's libfaketime offset file lives, when the `clock` nemesis may skew it.
+    clocks: Option<PathBuf>,
 }
+
+/// libfaketime, from the Debian package `faketime`.
+pub(crate) const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
 
 /// Size of each node's tmpfs under the `disk` nemesis.
 const DISK_BYTES: u64 = 1024 * 1024 * 1024;
@@ -60,7 +65,36 @@ impl Nodes {
                 paused: false,
             })
             .collect();
-        Nodes { weir: weir.to_owned(), voters, nodes, env, disks: Vec::new() }
+        Nodes { weir: weir.to_owned(), voters, nodes, env, disks: Vec::new(), clocks: None }
+    }
+
+    /// Runs every node under libfaketime with its realtime clock offset read from a file in
+    /// `dir` (re-read every second; the monotonic clock, which weir's timers use, stays
+    /// true). Call before starting the nodes.
+    ///
+    /// # Errors
+    /// If libfaketime is missing (naming its package) or a file cannot be written.
+    pub(crate) fn fake_clocks(&mut self, dir: &Path) -> anyhow::Result<()> {
+        if !Path::new(LIBFAKETIME).is_file() {
+            anyhow::bail!("{LIBFAKETIME} is missing: install the Debian package faketime (apt-get install -y faketime)");
+        }
+        std::fs::create_dir_all(dir)?;
+        self.clocks = Some(dir.to_owned());
+        for id in 1..=self.nodes.len() as u32 {
+            self.set_clock(id, 0)?;
+        }
+        Ok(())
+    }
+
+    /// Sets node `id`'s realtime clock `offset_ms` ahead (behind if negative) of the true time.
+    ///
+    /// # Errors
+    /// If clocks are not faked, or the file cannot be written.
+    pub(crate) fn set_clock(&self, id: u32, offset_ms: i64) -> anyhow::Result<()> {
+        let dir = self.clocks.as_ref().context("clocks are not faked in this run")?;
+        let seconds = offset_ms as f64 / 1_000.0;
+        std::fs::write(dir.join(format!("node-{id}")), format!("{seconds:+.3}\n"))?;
+        Ok(())
     }
 
     /// Gives every node a tmpfs of [`DISK_BYTES`] for its data, so the `disk` nemesis can fill
@@ -104,7 +138,7 @@ impl Nodes {
 
     /// Starts node `id` (a no-op if it runs).
     pub(crate) fn start(&mut self, id: u32) -> anyhow::Result<()> {
-        let (weir, voters, env) = (self.weir.clone(), self.voters.clone(), self.env.clone());
+        let (weir, voters, env, clocks) = (self.weir.clone(), self.voters.clone(), self.env.clone(), self.clocks.clone());
         let node = &mut self.nodes[id as usize - 1];
         if node.child.is_some() {
             return Ok(());
@@ -138,6 +172,13 @@ impl Nodes {
         }
         for (key, value) in env {
             let _ = command.env(key, value);
+        }
+        if let Some(clocks) = &clocks {
+            let _ = command
+                .env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", clocks.join(format!("node-{id}")))
+                .env("FAKETIME_CACHE_DURATION", "1")
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1");
         }
         node.child = Some(command.spawn().context("cannot start weir in its namespace")?);
         node.paused = false;

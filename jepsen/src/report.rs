@@ -25,6 +25,7 @@ const CHECKS: &[&str] = &[
     "int-nonmonotonic-poll",
     "int-poll-skip",
     "nonmonotonic-send",
+    "group",
     "convergence",
     "harness",
 ];
@@ -38,18 +39,36 @@ pub(crate) struct Verdict {
     pub(crate) failed: Vec<String>,
 }
 
-/// Writes every report file into `out` and returns the verdict.
+/// What a run found, for the report.
+#[derive(Debug)]
+pub(crate) struct Findings<'a> {
+    /// The run's seed.
+    pub(crate) seed: u64,
+    /// The `--nemesis` flag.
+    pub(crate) nemesis: &'a str,
+    /// Every operation.
+    pub(crate) history: &'a [Op],
+    /// The history checker's report.
+    pub(crate) report: &'a Report,
+    /// The faults.
+    pub(crate) windows: &'a [Window],
+    /// The group checks' violations (`two-owners`, `commit-went-back`).
+    pub(crate) group_violations: Vec<String>,
+    /// The group checks' figures.
+    pub(crate) group_summary: String,
+    /// Harness problems (hung operations, nodes that exited by themselves).
+    pub(crate) harness_failures: &'a [String],
+    /// Why convergence failed, if it did.
+    pub(crate) convergence: Option<&'a str>,
+}
+
+/// Writes every report file into `out` (also `summary.json`, the figures the results table
+/// adds up) and returns the verdict.
 ///
 /// # Errors
 /// If a file cannot be written.
-pub(crate) fn write(
-    out: &Path,
-    history: &[Op],
-    report: &Report,
-    windows: &[Window],
-    harness_failures: &[String],
-    convergence: Option<&str>,
-) -> anyhow::Result<Verdict> {
+pub(crate) fn write(out: &Path, findings: &Findings<'_>) -> anyhow::Result<Verdict> {
+    let Findings { history, report, windows, harness_failures, convergence, .. } = *findings;
     let mut lines = String::new();
     for op in history {
         lines.push_str(&serde_json::to_string(op)?);
@@ -67,6 +86,7 @@ pub(crate) fn write(
         let instances: Vec<String> = match *check {
             "convergence" => convergence.map(str::to_owned).into_iter().collect(),
             "harness" => harness_failures.to_vec(),
+            "group" => findings.group_violations.clone(),
             name => report.anomalies.get(name).cloned().unwrap_or_default(),
         };
         if instances.is_empty() {
@@ -94,12 +114,85 @@ pub(crate) fn write(
         report.observed_offsets,
         windows.len()
     );
+    let figures = Figures::of(history, windows);
+    let _ = writeln!(text, "group: {}", findings.group_summary);
+    let _ = writeln!(
+        text,
+        "availability: {}/{} sends acknowledged during faults, {}/{} outside",
+        figures.fault_ok, figures.fault_sends, figures.calm_ok, figures.calm_sends
+    );
+    for (kind, recoveries) in &figures.recovery_ms {
+        let _ = writeln!(text, "recovery after {kind} (ms to an acknowledged send on every partition): {recoveries:?}");
+    }
     let verdict =
         Verdict { passed: CHECKS.len() - failed.iter().filter(|name| CHECKS.contains(&name.as_str())).count(), failed };
     let _ = writeln!(text, "{} passed, {} failed", verdict.passed, verdict.failed.len());
     std::fs::write(out.join("report.txt"), &text)?;
+    let summary = serde_json::json!({
+        "seed": findings.seed,
+        "nemesis": findings.nemesis,
+        "failed": verdict.failed,
+        "anomalies": report.anomalies.values().map(Vec::len).sum::<usize>() + findings.group_violations.len(),
+        "acknowledged": report.acknowledged,
+        "sends": sends,
+        "fault_sends": figures.fault_sends,
+        "fault_ok": figures.fault_ok,
+        "calm_sends": figures.calm_sends,
+        "calm_ok": figures.calm_ok,
+        "recovery_ms": figures.recovery_ms,
+        "faults": windows.len(),
+    });
+    std::fs::write(out.join("summary.json"), format!("{summary}\n"))?;
     print!("{text}");
     Ok(verdict)
+}
+
+/// Availability and recovery figures.
+#[derive(Debug, Default)]
+struct Figures {
+    /// Sends invoked during a fault window, and those acknowledged.
+    fault_sends: u64,
+    fault_ok: u64,
+    /// Sends invoked outside every fault window, and those acknowledged.
+    calm_sends: u64,
+    calm_ok: u64,
+    /// By fault kind (the window's first word): for each fault, the time from its start until
+    /// every partition that was written had acknowledged a send invoked after that start (the
+    /// failover time of a kill; capped at the run's last acknowledgement).
+    recovery_ms: BTreeMap<String, Vec<u64>>,
+}
+
+impl Figures {
+    fn of(history: &[Op], windows: &[Window]) -> Figures {
+        let mut figures = Figures::default();
+        let mut keys: BTreeMap<u32, Vec<(u64, u64)>> = BTreeMap::new();
+        for op in history {
+            let Operation::Send { key, .. } = op.operation else { continue };
+            let ok = op.outcome == Outcome::Ok;
+            if windows.iter().any(|window| (window.start_ms..window.end_ms).contains(&op.invoke_ms)) {
+                figures.fault_sends += 1;
+                figures.fault_ok += u64::from(ok);
+            } else {
+                figures.calm_sends += 1;
+                figures.calm_ok += u64::from(ok);
+            }
+            if ok {
+                keys.entry(key).or_default().push((op.invoke_ms, op.complete_ms));
+            }
+        }
+        for window in windows {
+            let kind = window.what.split_whitespace().next().unwrap_or("fault").to_owned();
+            // The first acknowledgement, per key, of a send invoked after the fault began.
+            let firsts: Option<Vec<u64>> = keys
+                .values()
+                .map(|acks| acks.iter().filter(|(invoke, _)| *invoke >= window.start_ms).map(|(_, done)| *done).min())
+                .collect();
+            if let Some(last) = firsts.and_then(|firsts| firsts.into_iter().max()) {
+                figures.recovery_ms.entry(kind).or_default().push(last.saturating_sub(window.start_ms));
+            }
+        }
+        figures
+    }
 }
 
 /// Per second: acknowledged sends, and the slowest completed send (ms).
