@@ -224,8 +224,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             python,
         }
     };
-    let proxy =
-        if faults.contains(&Fault::Delay) { Some(proxy::DelayProxy::start(args.nodes).await?) } else { None };
+    let proxy = if faults.contains(&Fault::Delay) { Some(proxy::DelayProxy::start(args.nodes).await?) } else { None };
     workload::create_topic(&shape, SETUP_TIMEOUT).await.with_context(|| log_tails(&out, args.nodes))?;
 
     let recorder = Recorder::new();

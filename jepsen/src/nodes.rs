@@ -76,7 +76,9 @@ impl Nodes {
     /// If libfaketime is missing (naming its package) or a file cannot be written.
     pub(crate) fn fake_clocks(&mut self, dir: &Path) -> anyhow::Result<()> {
         if !Path::new(LIBFAKETIME).is_file() {
-            anyhow::bail!("{LIBFAKETIME} is missing: install the Debian package faketime (apt-get install -y faketime)");
+            anyhow::bail!(
+                "{LIBFAKETIME} is missing: install the Debian package faketime (apt-get install -y faketime)"
+            );
         }
         std::fs::create_dir_all(dir)?;
         self.clocks = Some(dir.to_owned());
@@ -138,7 +140,8 @@ impl Nodes {
 
     /// Starts node `id` (a no-op if it runs).
     pub(crate) fn start(&mut self, id: u32) -> anyhow::Result<()> {
-        let (weir, voters, env, clocks) = (self.weir.clone(), self.voters.clone(), self.env.clone(), self.clocks.clone());
+        let (weir, voters, env, clocks) =
+            (self.weir.clone(), self.voters.clone(), self.env.clone(), self.clocks.clone());
         let node = &mut self.nodes[id as usize - 1];
         if node.child.is_some() {
             return Ok(());

@@ -147,7 +147,10 @@ fn redirect(source: u32, destination: u32) -> anyhow::Result<()> {
                 proxy_port(destination, port)
             ),
         )?;
-        net::nft(source, &format!("add rule inet weirjepsen output ip daddr {ip} tcp dport {port} reject with tcp reset"))?;
+        net::nft(
+            source,
+            &format!("add rule inet weirjepsen output ip daddr {ip} tcp dport {port} reject with tcp reset"),
+        )?;
     }
     Ok(())
 }

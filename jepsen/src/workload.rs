@@ -224,7 +224,12 @@ fn producer_config() -> ProducerConfig {
 }
 
 fn consumer_config(auto_offset_reset: OffsetReset) -> ConsumerConfig {
-    ConsumerConfig { fetch_max_wait_ms: 100, max_partition_fetch_bytes: 4_096, auto_offset_reset, ..ConsumerConfig::default() }
+    ConsumerConfig {
+        fetch_max_wait_ms: 100,
+        max_partition_fetch_bytes: 4_096,
+        auto_offset_reset,
+        ..ConsumerConfig::default()
+    }
 }
 
 impl Process {
@@ -438,12 +443,7 @@ impl Process {
     /// A group member commits the next offset of every partition it read.
     async fn commit(&mut self, reads: &BTreeMap<u32, Vec<(i64, u64)>>) {
         let Io::Native { reader: Reader::Group(consumer), .. } = &self.io else { return };
-        let next: Vec<(TopicPartition, Offset)> = reads
-            .iter()
-            .filter_map(|(key, records)| {
-                records.last().map(|(offset, _)| (TopicPartition::new(TOPIC, *key as i32), Offset(offset + 1)))
-            })
-            .collect();
+        let next = sim::group_check::next_offsets(TOPIC, reads);
         if next.is_empty() {
             return;
         }
@@ -484,6 +484,8 @@ pub(crate) struct PythonSetup {
     pub(crate) python: PathBuf,
     /// The worker script's path.
     pub(crate) script: PathBuf,
+    /// Where each worker's stderr (librdkafka's log) goes: `python-ID.log` in here.
+    pub(crate) log_dir: PathBuf,
 }
 
 impl PythonSetup {
@@ -502,7 +504,7 @@ impl PythonSetup {
         }
         let script = out.join("queue_worker.py");
         std::fs::write(&script, PYTHON_WORKER)?;
-        Ok(PythonSetup { python: python.to_owned(), script })
+        Ok(PythonSetup { python: python.to_owned(), script, log_dir: out.to_owned() })
     }
 }
 
@@ -514,7 +516,7 @@ impl PythonWorker {
             .args([&shape.bootstrap.join(","), TOPIC, &shape.partitions.to_string(), &format!("py{id}")])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(std::fs::File::create(setup.log_dir.join(format!("python-{id}.log")))?)
             .spawn()
             .context("cannot start the Python worker")?;
         let stdin = child.stdin.take().context("no stdin")?;

@@ -10,7 +10,19 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use protocol::ids::TopicPartition;
+use protocol::ids::{Offset, TopicPartition};
+
+/// What a member commits after a poll: the next offset of every partition (key) of `topic` it
+/// read, from a poll's reads by key (offset, value).
+pub fn next_offsets(topic: &str, reads: &BTreeMap<u32, Vec<(i64, u64)>>) -> Vec<(TopicPartition, Offset)> {
+    reads
+        .iter()
+        .filter_map(|(key, records)| {
+            let partition = i32::try_from(*key).ok()?;
+            records.last().map(|(offset, _)| (TopicPartition::new(topic, partition), Offset(offset + 1)))
+        })
+        .collect()
+}
 
 /// A successful commit.
 #[derive(Debug, Clone)]

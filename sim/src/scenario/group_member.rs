@@ -24,7 +24,6 @@ use client::group::assignor::Assignor;
 use client::group::{GroupConfig, GroupConsumer, RebalanceEvent};
 use client::ClientConfig;
 use madsim::rand::{thread_rng, Rng};
-use protocol::ids::{Offset, TopicPartition};
 
 use super::workload::{Recorder, WorkloadConfig, TOPIC};
 use crate::checker::{Op, Operation, Outcome};
@@ -189,12 +188,7 @@ async fn poll_and_commit(id: u64, consumer: &mut GroupConsumer, recorder: &Arc<R
         operation: Operation::Poll { reads: reads.clone() },
         outcome: Outcome::Ok,
     });
-    let next: Vec<(TopicPartition, Offset)> = reads
-        .iter()
-        .filter_map(|(key, records)| {
-            records.last().map(|(offset, _)| (TopicPartition::new(TOPIC, *key as i32), Offset(offset + 1)))
-        })
-        .collect();
+    let next = crate::group_check::next_offsets(TOPIC, &reads);
     if next.is_empty() {
         return;
     }
