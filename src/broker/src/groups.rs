@@ -20,7 +20,10 @@
 //!   log does not), so the next request reloads from the log: the state is always the log's.
 //! * **Waiting requests.** JoinGroup and SyncGroup answers may come from a later call (another
 //!   member's join, or the tick task's deadlines); each waits on a oneshot keyed by a request id.
-//! * **Time.** A task per slot ticks every [`GROUP_TICK_INTERVAL_MS`] on the node's clock.
+//! * **Time.** A task per slot ticks every [`GROUP_TICK_INTERVAL_MS`]; deadlines run on the
+//!   node's coordinator clock (`Node::coordinator_now_ms`: wall time at start, advanced by the
+//!   monotonic clock), so wall-clock steps do not expire sessions; record timestamps are the
+//!   wall clock's.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -173,7 +176,7 @@ impl Slot {
                 }
             }
         }
-        let now_ms = node.clock.now_ms();
+        let now_ms = node.coordinator_now_ms();
         let coordinator = guard.as_mut().expect("loaded above");
         let (value, outputs) = call(coordinator, now_ms);
         match self.carry_out(node, outputs).await {
@@ -193,7 +196,7 @@ impl Slot {
         let random = rt::rand::random_uuid_bytes();
         let nonce = u64::from_be_bytes(random[..8].try_into().expect("eight bytes")) >> 16;
         let mut coordinator = GroupCoordinator::new(config, nonce);
-        let now_ms = node.clock.now_ms();
+        let now_ms = node.coordinator_now_ms();
         let log = &self.partition.log;
         let end = log.log_end_offset();
         let mut position = log.log_start_offset();
@@ -324,7 +327,7 @@ impl Slot {
                 self.close();
                 return;
             }
-            let now_ms = node.clock.now_ms();
+            let now_ms = node.coordinator_now_ms();
             let due = {
                 let guard = self.coordinator.lock().await;
                 guard.as_ref().and_then(GroupCoordinator::next_deadline_ms).is_some_and(|at| at <= now_ms)

@@ -89,6 +89,8 @@ pub struct Node {
     producer_ids: Mutex<(i64, i64)>,
     /// When the node started, on the monotonic clock.
     started: rt::time::Instant,
+    /// The group coordinators' clock.
+    coordinator_clock: CoordinatorClock,
     /// The group coordinators of the `__consumer_offsets` partitions this broker leads.
     pub(crate) groups: crate::groups::Groups,
 }
@@ -145,6 +147,31 @@ fn encode_cluster_id(bytes: [u8; 16]) -> String {
     id
 }
 
+/// The group coordinators' clock: the wall-clock time the node started at, advanced by the
+/// monotonic clock since. Session, rebalance and join deadlines run on it, so a wall-clock
+/// step neither expires every member at once (a jump forward past `session.timeout.ms`) nor
+/// holds expiry back (a jump back), as it would on the wall clock, which Kafka's coordinator
+/// uses; it stays near wall time for commit timestamps. (Seen in the fault harness: clock
+/// bumps made every run's group rebalance about ten times as often.)
+#[derive(Debug)]
+pub(crate) struct CoordinatorClock {
+    started_wall_ms: i64,
+    started: rt::time::Instant,
+}
+
+impl CoordinatorClock {
+    /// Starts at `wall`'s time now.
+    pub(crate) fn new(wall: &SharedClock) -> CoordinatorClock {
+        CoordinatorClock { started_wall_ms: wall.now_ms(), started: rt::time::Instant::now() }
+    }
+
+    /// Milliseconds: the start's wall time plus the monotonic time since.
+    pub(crate) fn now_ms(&self) -> i64 {
+        let elapsed_ms = i64::try_from(self.started.elapsed().as_millis()).unwrap_or(i64::MAX);
+        self.started_wall_ms.saturating_add(elapsed_ms)
+    }
+}
+
 /// Partition directory name, as Kafka names it.
 pub(crate) fn partition_dir_name(topic_partition: &TopicPartition) -> String {
     format!("{}-{}", topic_partition.topic, topic_partition.partition.0)
@@ -181,6 +208,7 @@ impl Node {
         let (any_high_watermark_changed, _) = watch::channel(0u64);
         let (any_append, _) = watch::channel(0u64);
         let image = Arc::new(image);
+        let coordinator_clock = CoordinatorClock::new(&clock);
         let node = Arc::new(Node {
             config,
             disk,
@@ -195,6 +223,7 @@ impl Node {
             any_append,
             producer_ids: Mutex::new((0, 0)),
             started: rt::time::Instant::now(),
+            coordinator_clock,
             groups: crate::groups::Groups::default(),
         });
         if let MetadataSource::Local(_) = node.metadata {
@@ -671,6 +700,11 @@ impl Node {
             .ok_or(ResponseError::NotLeaderOrFollower)
     }
 
+    /// Milliseconds on the group coordinators' clock ([`CoordinatorClock`]).
+    pub(crate) fn coordinator_now_ms(&self) -> i64 {
+        self.coordinator_clock.now_ms()
+    }
+
     /// Milliseconds on the node's monotonic clock (for replica lag, which a wall-clock step
     /// must not fake).
     pub(crate) fn monotonic_ms(&self) -> i64 {
@@ -839,6 +873,30 @@ mod tests {
         for id in [new_cluster_id(), quorum_cluster_id(&voters)] {
             assert_eq!(id.len(), 22);
             assert!(id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'));
+        }
+    }
+
+    /// A wall clock the test steps.
+    #[derive(Debug)]
+    struct SteppedClock(std::sync::atomic::AtomicI64);
+
+    impl rt::time::Clock for SteppedClock {
+        fn now_ms(&self) -> i64 {
+            self.0.load(std::sync::atomic::Ordering::Relaxed)
+        }
+    }
+
+    #[test]
+    fn the_coordinator_clock_starts_at_wall_time_and_ignores_wall_steps() {
+        let wall = Arc::new(SteppedClock(std::sync::atomic::AtomicI64::new(1_000_000)));
+        let shared: SharedClock = wall.clone();
+        let clock = CoordinatorClock::new(&shared);
+        let start_ms = clock.now_ms();
+        assert!((1_000_000..1_001_000).contains(&start_ms), "starts at wall time: {start_ms}");
+        for step_ms in [120_000, -300_000] {
+            wall.0.store(1_000_000 + step_ms, std::sync::atomic::Ordering::Relaxed);
+            let now_ms = clock.now_ms();
+            assert!((start_ms..start_ms + 1_000).contains(&now_ms), "a step of {step_ms} ms moved it to {now_ms}");
         }
     }
 
