@@ -8,22 +8,34 @@ DIR holds one directory per nemesis set, each holding one directory per run with
 check (and which checks), anomalies, acknowledged sends, availability during faults (sends
 invoked inside a fault window that were acknowledged), and recovery times: for each fault, the
 time from its start until every written partition acknowledged a send invoked after it (for
-kills, the failover time), as median and maximum over every fault of the set.
+kills, the failover time), as median and maximum over every fault of the set; and the consumer
+group's rebalances per run (a member given partitions counts once).
 """
 
 import json
 import pathlib
+import re
 import statistics
 import sys
+
+
+def load(path):
+    """A run's summary; runs of before `rebalances` was in it have it in report.txt."""
+    summary = json.loads(path.read_text())
+    if "rebalances" not in summary:
+        found = re.search(r"^group: commits \d+ rebalances (\d+)", (path.parent / "report.txt").read_text(), re.M)
+        if found:
+            summary["rebalances"] = int(found.group(1))
+    return summary
 
 
 def main():
     root = pathlib.Path(sys.argv[1])
     print("| nemesis set | runs | failed runs | anomalies | acknowledged sends "
-          "| acknowledged during faults | recovery after a fault, median / max |")
-    print("|---|---|---|---|---|---|---|")
+          "| acknowledged during faults | recovery after a fault, median / max | group rebalances per run |")
+    print("|---|---|---|---|---|---|---|---|")
     for set_dir in sorted(path for path in root.iterdir() if path.is_dir()):
-        summaries = [json.loads(path.read_text()) for path in sorted(set_dir.glob("*/summary.json"))]
+        summaries = [load(path) for path in sorted(set_dir.glob("*/summary.json"))]
         if not summaries:
             continue
         # A run that wrote no summary could not run (exit status 2): counted as failed.
@@ -37,7 +49,9 @@ def main():
             if fault_sends else "no sends in faults"
         recovery = "%.1f s / %.1f s" % (statistics.median(recoveries) / 1000, max(recoveries) / 1000) \
             if recoveries else "-"
-        print("| %s | %d | %s | %d | %d | %s | %s |" % (
+        rebalances = "%.1f" % (sum(s.get("rebalances", 0) for s in summaries) / len(summaries)) \
+            if all("rebalances" in s for s in summaries) else "-"
+        print("| %s | %d | %s | %d | %d | %s | %s | %s |" % (
             summaries[0]["nemesis"],
             len(summaries) + max(broken, 0),
             "%d (%s)" % (len(failed) + max(broken, 0), ", ".join(checks)) if checks else "0",
@@ -45,6 +59,7 @@ def main():
             sum(s["acknowledged"] for s in summaries),
             availability,
             recovery,
+            rebalances,
         ))
 
 

@@ -279,6 +279,7 @@ async fn run(args: &Args) -> anyhow::Result<bool> {
             recorder.groups.summary(),
             recorder.commits.load(Ordering::Relaxed)
         ),
+        rebalances: recorder.groups.rebalances(),
         harness_failures: &harness_failures,
         convergence: convergence.as_deref(),
     };

@@ -56,6 +56,8 @@ pub(crate) struct Findings<'a> {
     pub(crate) group_violations: Vec<String>,
     /// The group checks' figures.
     pub(crate) group_summary: String,
+    /// Rebalances that gave a group member its partitions.
+    pub(crate) rebalances: u64,
     /// Harness problems (hung operations, nodes that exited by themselves).
     pub(crate) harness_failures: &'a [String],
     /// Why convergence failed, if it did.
@@ -141,6 +143,7 @@ pub(crate) fn write(out: &Path, findings: &Findings<'_>) -> anyhow::Result<Verdi
         "calm_ok": figures.calm_ok,
         "recovery_ms": figures.recovery_ms,
         "faults": windows.len(),
+        "rebalances": findings.rebalances,
     });
     std::fs::write(out.join("summary.json"), format!("{summary}\n"))?;
     print!("{text}");

@@ -114,6 +114,11 @@ impl GroupChecks {
         violations
     }
 
+    /// Rebalances that gave a member its partitions.
+    pub fn rebalances(&self) -> u64 {
+        self.rebalances.load(Ordering::Relaxed)
+    }
+
     /// `commits N rebalances N generation N` for the summary.
     pub fn summary(&self) -> String {
         format!(
