@@ -177,6 +177,10 @@ pub(crate) async fn run(
                 }
                 if let Some(proxy) = &proxy {
                     proxy.heal();
+                    // A connection redirected just before the flush may be accepted just after
+                    // that close: close again once such stragglers are in.
+                    sleep(500).await;
+                    proxy.heal();
                 }
                 format!("delay {victim} by {base_ms}+{} ms", delay.jitter_ms)
             }
