@@ -292,19 +292,9 @@ async fn leader_crash_and_stalled_follower(retries: Retries) {
 
     // Afterwards every ISR regrows and `weir topic describe` shows each follower at its
     // leader's log end.
-    let mut last = String::new();
-    for attempt in 0..DESCRIBE_ATTEMPTS_MAX {
-        // Any node will do; one that was just killed may still be coming back.
-        let address = &bootstrap[attempt as usize % bootstrap.len()];
-        let output = weir_cli(address, &["topic", "describe", "replicated"], None);
-        if !output.status.success() {
-            last = format!("{address}: {}{}", output.stdout, output.stderr);
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        last = output.stdout.clone();
-        let partition_lines: Vec<&str> = last.lines().filter(|line| line.contains("\tPartition: ")).collect();
-        let whole = partition_lines.len() == PARTITIONS as usize
+    let (whole, last) = describe_until(&bootstrap, "replicated", |described| {
+        let partition_lines: Vec<&str> = described.lines().filter(|line| line.contains("\tPartition: ")).collect();
+        partition_lines.len() == PARTITIONS as usize
             && partition_lines.iter().all(|line| {
                 let field = |name: &str| {
                     line.split('\t').find_map(|part| part.strip_prefix(name)).unwrap_or_default().to_owned()
@@ -321,13 +311,31 @@ async fn leader_crash_and_stalled_follower(retries: Retries) {
                     && replicas == isr
                     && lag.split(',').count() == 2
                     && lag.split(',').all(|entry| entry.ends_with("=0"))
-            });
-        if whole {
-            return;
+            })
+    })
+    .await;
+    assert!(whole, "the ISRs did not regrow with no lag:\n{last}\n{}", cluster.output());
+}
+
+/// Runs `weir topic describe TOPIC` once a second, asking the nodes in turn (one that was just
+/// killed may still be coming back), until `done` holds for its output or
+/// [`DESCRIBE_ATTEMPTS_MAX`] rounds pass. Returns whether it held, and the last output.
+async fn describe_until(bootstrap: &[String], topic: &str, done: impl Fn(&str) -> bool) -> (bool, String) {
+    let mut last = String::new();
+    for attempt in 0..DESCRIBE_ATTEMPTS_MAX {
+        let address = &bootstrap[attempt as usize % bootstrap.len()];
+        let output = weir_cli(address, &["topic", "describe", topic], None);
+        if output.status.success() {
+            last = output.stdout;
+            if done(&last) {
+                return (true, last);
+            }
+        } else {
+            last = format!("{address}: {}{}", output.stdout, output.stderr);
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    panic!("the ISRs did not regrow with no lag:\n{last}\n{}", cluster.output());
+    (false, last)
 }
 
 /// Records the reassignment test writes before moving the partition.
@@ -363,32 +371,17 @@ async fn a_reassignment_moves_a_partition_with_its_records() {
         weir_cli(&bootstrap[0], &["topic", "reassign", "moving", "--partition", "0", "--replicas", &target_text], None);
     output.assert_success("weir topic reassign");
 
-    let mut last = String::new();
-    let mut moved = false;
-    for attempt in 0..DESCRIBE_ATTEMPTS_MAX {
-        // Any node will do; one that was just killed may still be coming back.
-        let address = &bootstrap[attempt as usize % bootstrap.len()];
-        let output = weir_cli(address, &["topic", "describe", "moving"], None);
-        if !output.status.success() {
-            last = format!("{address}: {}{}", output.stdout, output.stderr);
-            tokio::time::sleep(Duration::from_secs(1)).await;
-            continue;
-        }
-        last = output.stdout.clone();
-        let done = last.contains(&format!("\tReplicas: {target_text}\tIsr: "))
-            && !last.contains("Reassigning")
-            && last.lines().any(|line| {
+    let (moved, last) = describe_until(&bootstrap, "moving", |described| {
+        described.contains(&format!("\tReplicas: {target_text}\tIsr: "))
+            && !described.contains("Reassigning")
+            && described.lines().any(|line| {
                 line.contains("\tPartition: 0\t")
                     && line
                         .split('\t')
                         .any(|field| field.strip_prefix("Isr: ").is_some_and(|isr| isr.split(',').count() == 2))
-            });
-        if done {
-            moved = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+            })
+    })
+    .await;
     assert!(moved, "the reassignment did not complete:\n{last}\n{}", cluster.output());
     let new_leader = leaders_among(&client, "moving", &target).await[0].leader;
     assert!(target.contains(&new_leader), "the leadership moved to a target replica");
