@@ -141,6 +141,16 @@ impl Shared {
         self.finish_partition(&batch.topic_partition);
     }
 
+    /// Fails `batch` with DELIVERY_TIMEOUT, carrying its last error.
+    fn time_out(&self, mut batch: ProducerBatch) {
+        let failure = ProduceError::DeliveryTimeout {
+            topic_partition: batch.topic_partition.clone(),
+            delivery_timeout_ms: self.config.delivery_timeout_ms,
+            last_error: batch.last_error.take().map(Box::new),
+        };
+        self.fail(batch, failure);
+    }
+
     fn finish_partition(&self, topic_partition: &TopicPartition) {
         lock(&self.accumulator).complete(topic_partition);
         self.wakeup.notify_one();
@@ -175,12 +185,8 @@ impl Shared {
         }
         let retry_at = now + self.retry_backoff();
         if retry_at >= self.delivery_deadline(&batch) {
-            let failure = ProduceError::DeliveryTimeout {
-                topic_partition: batch.topic_partition.clone(),
-                delivery_timeout_ms: self.config.delivery_timeout_ms,
-                last_error: Some(Box::new(error)),
-            };
-            return self.fail(batch, failure);
+            batch.last_error = Some(error);
+            return self.time_out(batch);
         }
         tracing::debug!(topic_partition = %batch.topic_partition, attempts = batch.attempts, %error, "retrying batch");
         batch.last_error = Some(error);
@@ -310,12 +316,7 @@ pub(crate) async fn run(shared: Arc<Shared>) {
         let mut unrouted_topics = Vec::new();
         for mut batch in ready {
             if now >= shared.delivery_deadline(&batch) {
-                let failure = ProduceError::DeliveryTimeout {
-                    topic_partition: batch.topic_partition.clone(),
-                    delivery_timeout_ms: shared.config.delivery_timeout_ms,
-                    last_error: batch.last_error.take().map(Box::new),
-                };
-                shared.fail(batch, failure);
+                shared.time_out(batch);
                 continue;
             }
             if batch.encoded.is_none() {
@@ -420,13 +421,8 @@ async fn send_produce(shared: Arc<Shared>, broker: i32, batches: Vec<ProducerBat
     let attempt = match timeout(left, attempt_produce(&shared, broker, &batches)).await {
         Ok(attempt) => attempt,
         Err(_) => {
-            for mut batch in batches {
-                let failure = ProduceError::DeliveryTimeout {
-                    topic_partition: batch.topic_partition.clone(),
-                    delivery_timeout_ms: shared.config.delivery_timeout_ms,
-                    last_error: batch.last_error.take().map(Box::new),
-                };
-                shared.fail(batch, failure);
+            for batch in batches {
+                shared.time_out(batch);
             }
             return;
         }
