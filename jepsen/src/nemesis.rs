@@ -321,3 +321,40 @@ pub(crate) fn heal_all(count: u32, nodes: &Mutex<Nodes>, proxy: Option<&DelayPro
         eprintln!("weir-jepsen: heal failed: {error:#}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// Every shape cuts both directions of each cut link, never a node from itself, and keeps
+    /// a majority side or a bridge that reaches everyone.
+    #[test]
+    fn partition_shapes_cut_both_ways_and_leave_a_reachable_majority_or_bridge() {
+        for count in [3_u32, 5] {
+            let mut rng = Rng::new(u64::from(count));
+            let mut seen = BTreeSet::new();
+            for round in 0..200 {
+                let victim = 1 + round % count;
+                let (cuts, what) = partition_shape(victim, count, &mut rng);
+                let _ = seen.insert(what.split_whitespace().next().unwrap_or_default().to_owned());
+                let cut = |a: u32, b: u32| cuts.iter().any(|(id, peers)| *id == a && peers.contains(&net::node_ip(b)));
+                for a in 1..=count {
+                    assert!(!cut(a, a), "{what}: node {a} cut from itself");
+                    for b in 1..=count {
+                        assert_eq!(cut(a, b), cut(b, a), "{what}: the cut {a}-{b} is one-way");
+                    }
+                }
+                let reaches_all = |a: u32| (1..=count).all(|b| !cut(a, b));
+                let isolated = (1..=count).filter(|a| (1..=count).all(|b| *a == b || cut(*a, b))).count() as u32;
+                if what.starts_with("bridge") {
+                    assert!(reaches_all(victim), "{what}: the bridge {victim} is cut");
+                } else {
+                    assert!(isolated <= (count - 1) / 2, "{what}: no majority left");
+                }
+            }
+            assert_eq!(seen.len(), 3, "all three shapes drawn: {seen:?}");
+        }
+    }
+}

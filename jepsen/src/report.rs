@@ -267,3 +267,35 @@ fn timeline(history: &[Op], windows: &[Window]) -> String {
     svg.push_str("</svg>\n");
     svg
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn send(key: u32, invoke_ms: u64, complete_ms: u64, outcome: Outcome) -> Op {
+        Op {
+            process: 0,
+            invoke_ms,
+            complete_ms,
+            operation: Operation::Send { key, value: invoke_ms, offset: None, durable: true },
+            outcome,
+        }
+    }
+
+    #[test]
+    fn recovery_waits_for_every_written_partition_and_availability_counts_sends_in_windows() {
+        let history = vec![
+            send(0, 100, 110, Outcome::Ok),
+            send(1, 120, 130, Outcome::Ok),
+            // Inside the window: key 0 fails, key 1 answers, then key 0 answers after it.
+            send(0, 1_000, 3_000, Outcome::Info),
+            send(1, 1_100, 1_200, Outcome::Ok),
+            send(0, 3_000, 4_500, Outcome::Ok),
+        ];
+        let windows = [Window { what: "kill [1]".to_owned(), start_ms: 900, end_ms: 2_000 }];
+        let figures = Figures::of(&history, &windows);
+        assert_eq!((figures.fault_sends, figures.fault_ok), (2, 1));
+        assert_eq!((figures.calm_sends, figures.calm_ok), (3, 3));
+        assert_eq!(figures.recovery_ms.get("kill"), Some(&vec![4_500 - 900]));
+    }
+}
